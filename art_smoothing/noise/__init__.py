@@ -1,0 +1,16 @@
+"""Smoothing distributions: one class per noise, each with its exact sampler and its certificates."""
+
+from art_smoothing.noise.base import CertificateContext, CertificateSpec, Noise, certificate
+from art_smoothing.noise.gaussian import GaussianNoise
+from art_smoothing.noise.laplace import LaplaceNoise
+from art_smoothing.noise.uniform import UniformNoise
+
+__all__ = [
+    "Noise",
+    "certificate",
+    "CertificateSpec",
+    "CertificateContext",
+    "GaussianNoise",
+    "LaplaceNoise",
+    "UniformNoise",
+]
