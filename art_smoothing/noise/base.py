@@ -110,6 +110,11 @@ class Noise:
     #: name used by the CLI and in results
     name: str = "noise"
 
+    #: failure probability spent by the certificates themselves (e.g. a Monte Carlo certificate
+    #: engine). Closed-form certificates spend none. The estimator spends ``alpha - certificate_alpha``
+    #: on the vote counts, so the total failure probability of a certificate stays ``alpha``.
+    certificate_alpha: float = 0.0
+
     _certificates: dict[str, CertificateSpec] = {}
 
     def __init_subclass__(cls, **kwargs):
