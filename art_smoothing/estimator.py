@@ -1,0 +1,561 @@
+"""``SmoothedClassifier``: an ART estimator that smooths an existing ART classifier with any noise.
+
+The procedures follow Cohen, Rosenfeld & Kolter (2019), Algorithm 1 / Section 3.2:
+
+* PREDICT: draw ``sample_size`` noisy copies, count the top two classes, return the top class if
+  a two-sided binomial test against p = 1/2 rejects at level ``alpha``, else abstain.
+* CERTIFY: ``n0`` selection draws pick the class c_A; ``n`` independent estimation draws give a
+  one-sided Clopper–Pearson lower bound p_A on P(f(x+ε) = c_A); the noise turns p_A (and, in the
+  multiclass form, an upper bound p_B on the runner-up) into a radius; abstain when nothing is
+  certified.
+
+Where the noise goes. The certificate is a statement about the input the user passes, so noise is
+added to the raw input, *before* the base classifier's preprocessing defences and its
+standardisation, in ``fit``, ``predict``, ``certify`` and the gradients alike: the base classifier
+(defences + normalisation + model) is the function ``f`` that is smoothed. ART 1.20's
+``PyTorchRandomizedSmoothing`` adds noise before preprocessing in ``certify`` but after it in
+``fit``, so it trains a different classifier from the one it certifies.
+
+How the noise is drawn (speed without losing soundness). The guarantee of CERTIFY is per input:
+one input's draws must be i.i.d. and the selection draws independent of the estimation draws.
+Nothing requires independence across inputs, so draws are shared: the noise stream is cut into
+blocks whose generators are seeded from ``(seed, stage, block index)``; every input sees the same
+blocks. A block is drawn once per group of inputs and reused for all of them, so drawing noise
+costs a vanishing fraction of the forward passes. It also makes every input's draws — hence its
+prediction and radius — independent of how the data set is batched or split across workers.
+Consequence to know: the certification errors of different inputs are correlated (the expected
+number of wrong certificates is still at most α·N).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from art.estimators.certification.randomized_smoothing.randomized_smoothing import RandomizedSmoothingMixin
+from art.estimators.classification import PyTorchClassifier
+from art.estimators.classification.classifier import ClassifierMixin
+from art.estimators.estimator import BaseEstimator
+from tqdm.auto import tqdm
+
+from art_smoothing.certificates.bounds import (
+    binomial_test_half,
+    check_alpha,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+)
+from art_smoothing.certificates.norms import norm_name, parse_norm
+from art_smoothing.noise.base import Noise
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SmoothedClassifier", "CertificationResult"]
+
+# Random stream identifiers: different stages use independent generators.
+STAGE_SELECT, STAGE_ESTIMATE, STAGE_PREDICT, STAGE_FIT, STAGE_GRADIENT = 0, 1, 2, 3, 4
+
+#: at most this many noise elements per drawn block (64 MiB in float32); depends on the input
+#: dimension only, so the stream layout never depends on batch size or partitioning.
+_BLOCK_ELEMENTS = 1 << 24
+_MAX_BLOCK = 4096
+#: at most this many input elements are moved to the device at once.
+_GROUP_ELEMENTS = 1 << 24
+
+
+def stream_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed for the generator of stream ``keys`` derived from the user's ``seed``."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *[int(k) for k in keys]]).generate_state(2)
+    return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+@dataclass
+class CertificationResult:
+    """Per-input outcome of CERTIFY, with everything needed to recompute or audit a radius.
+
+    ``prediction`` is -1 where the smoothed classifier abstains (radius 0 there).
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    norm: float
+    method: str | None
+    form: str
+    p_a_lower: np.ndarray
+    p_b_upper: np.ndarray
+    counts: np.ndarray  # (N, nb_classes) estimation votes
+    counts_selection: np.ndarray  # (N, nb_classes) selection votes
+    n: int
+    n0: int
+    alpha: float
+    noise: Noise
+    dim: int
+    box: bool = False
+    clip_values: tuple[float, float] | None = None
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def abstained(self) -> np.ndarray:
+        return self.prediction < 0
+
+    def radius_for(self, norm=None, method: str | None = None, x=None) -> np.ndarray:
+        """The radius in another norm / by another method from the *same* votes and bounds.
+
+        Box-constrained certificates need the inputs ``x`` again (they are not stored)."""
+        box = x is not None and self.clip_values is not None
+        r = self.noise.certified_radius(
+            self.p_a_lower,
+            None if self.form == "binary" else self.p_b_upper,
+            norm=norm, dim=self.dim, method=method,
+            x=x if box else None, clip_values=self.clip_values if box else None,
+        )
+        return np.where(self.abstained, 0.0, r)
+
+    def certified_accuracy(self, y, radii) -> np.ndarray:
+        """Fraction of inputs that are correctly classified with radius >= r, for each r in ``radii``."""
+        y = np.asarray(y).reshape(-1)
+        if y.shape[0] != self.prediction.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} labels for {self.prediction.shape[0]} certified inputs.")
+        correct = self.prediction == y
+        return np.array([np.mean(correct & (self.radius >= r)) for r in np.atleast_1d(radii)], dtype=np.float64)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per input (for CSV/JSON)."""
+        top2 = np.sort(self.counts, axis=1)[:, ::-1]
+        return [
+            {
+                "index": i,
+                "prediction": int(self.prediction[i]),
+                "radius": float(self.radius[i]),
+                "norm": norm_name(self.norm),
+                "p_a_lower": float(self.p_a_lower[i]),
+                "p_b_upper": float(self.p_b_upper[i]),
+                "count_top": int(top2[i, 0]),
+                "count_runner_up": int(top2[i, 1]) if top2.shape[1] > 1 else 0,
+            }
+            for i in range(len(self.prediction))
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray) and k != "noise"}
+        d["noise"] = repr(self.noise)
+        d["norm"] = norm_name(self.norm)
+        return d
+
+
+class _SmoothingCore:
+    """Noise draws, vote counting, PREDICT and CERTIFY, shared by the PyTorch and numpy estimators.
+
+    Subclasses provide ``_labels(noisy) -> int64 tensor`` (base classifier's hard decisions),
+    ``_device``, ``_noise_dtype`` and ``input_shape`` / ``nb_classes``.
+    """
+
+    noise: Noise
+
+    # ------------------------------------------------------------------ parameters
+    def _init_smoothing(self, noise, seed, verbose) -> None:
+        self.noise = noise
+        self.seed = seed
+        self.verbose = verbose
+        self._fit_calls = 0
+        self._check_smoothing_params()
+
+    def _check_smoothing_params(self) -> None:
+        if not isinstance(self.noise, Noise):
+            raise ValueError(f"noise must be an art_smoothing.noise.Noise (e.g. GaussianNoise(0.25)), got {self.noise!r}.")
+        self.sample_size = _check_int("sample_size", self.sample_size)
+        self.alpha = check_alpha(self.alpha)
+        if self.noise.certificate_alpha >= self.alpha:
+            raise ValueError(
+                f"alpha={self.alpha} must exceed the failure probability the noise's certificate spends "
+                f"({self.noise.certificate_alpha}); raise alpha or lower the noise's certificate alpha."
+            )
+        if self.seed is not None:
+            self.seed = _check_int("seed", self.seed, minimum=0)
+        self.noise.validate_dim(self.input_dim)
+        self.scale = self.noise.std  # ART's attribute: the per-coordinate noise std
+
+    @property
+    def input_dim(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    def _call_seed(self) -> int:
+        """The base seed of one call: the user's seed, or fresh OS entropy when there is none."""
+        if self.seed is not None:
+            return self.seed
+        return int(np.random.SeedSequence().entropy) & 0x7FFFFFFFFFFFFFFF
+
+    def _generator(self, seed: int, *keys: int) -> torch.Generator:
+        gen = torch.Generator(device=self._device)
+        gen.manual_seed(stream_seed(seed, *keys))
+        return gen
+
+    def _check_x(self, x) -> np.ndarray:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
+        if x.dtype == object or not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"x must be a numeric array, got dtype {x.dtype}.")
+        expected = tuple(self.input_shape)
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"x must have shape (N, {', '.join(map(str, expected))}) to match the classifier's input_shape; "
+                f"got {x.shape}."
+            )
+        if not np.all(np.isfinite(x)):
+            raise ValueError("x contains NaN or inf: smoothing needs finite inputs.")
+        return x.astype(np.float32, copy=False)
+
+    def _block_size(self) -> int:
+        return max(1, min(_MAX_BLOCK, _BLOCK_ELEMENTS // max(1, self.input_dim)))
+
+    # ------------------------------------------------------------------ votes
+    def _count_votes(self, x: np.ndarray, num: int, stage: int, batch_size: int, seed: int,
+                     desc: str = "votes") -> torch.Tensor:
+        """Votes ``(N, nb_classes)`` (int64, on the device) of the base classifier over ``num`` noisy
+        copies of every input. Input i's copies are ``perturb(x_i, z_j)``, j < num, with the shared
+        stream z of ``(seed, stage)`` — i.i.d. for every input."""
+        n_inputs, n_classes = x.shape[0], self.nb_classes
+        counts = torch.zeros((n_inputs, n_classes), dtype=torch.int64, device=self._device)
+        if n_inputs == 0:
+            return counts
+        block = self._block_size()
+        group = max(1, min(n_inputs, _GROUP_ELEMENTS // max(1, self.input_dim)))
+        n_blocks = math.ceil(num / block)
+        shape = tuple(self.input_shape)
+        dtype = self._noise_dtype
+        bar = tqdm(total=math.ceil(n_inputs / group) * n_blocks, desc=desc, disable=not self.verbose, leave=False)
+        with torch.no_grad():
+            for g0 in range(0, n_inputs, group):
+                xg = torch.as_tensor(x[g0:g0 + group], device=self._device).to(dtype)
+                cg = counts[g0:g0 + group]
+                for j in range(n_blocks):
+                    k = min(block, num - j * block)
+                    z = self.noise.sample(k, shape, generator=self._generator(seed, stage, j),
+                                          device=self._device, dtype=dtype)
+                    self._count_block(xg, z, cg, batch_size)
+                    bar.update(1)
+        bar.close()
+        return counts
+
+    def _count_block(self, xg: torch.Tensor, z: torch.Tensor, counts: torch.Tensor, batch_size: int) -> None:
+        """Add the votes of every (input in xg) × (draw in z) pair to ``counts``, ``batch_size`` pairs
+        per forward pass."""
+        n_in, k = xg.shape[0], z.shape[0]
+        n_classes = counts.shape[1]
+        flat = counts.view(-1)
+        total = n_in * k
+        for p0 in range(0, total, batch_size):
+            p1 = min(p0 + batch_size, total)
+            i0, i1 = p0 // k, (p1 - 1) // k
+            if i0 == i1:  # one input: broadcast, no gather
+                noisy = self.noise.perturb(xg[i0:i0 + 1], z[p0 - i0 * k:p1 - i0 * k])
+                labels = self._labels(noisy)
+                counts[i0] += torch.bincount(labels, minlength=n_classes)[:n_classes]
+            else:
+                p = torch.arange(p0, p1, device=xg.device)
+                i = torch.div(p, k, rounding_mode="floor")
+                noisy = self.noise.perturb(xg.index_select(0, i), z.index_select(0, p - i * k))
+                labels = self._labels(noisy)
+                flat.index_add_(0, i * n_classes + labels, torch.ones_like(labels))
+
+    # ------------------------------------------------------------------ PREDICT
+    def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
+        """Cohen et al.'s PREDICT with abstention, vectorized over inputs.
+
+        :param x: inputs ``(N, *input_shape)``.
+        :param batch_size: noisy samples per forward pass.
+        :param is_abstain: (kwarg, default True) if False, return the top class even when the test
+            does not reject (ART's option).
+        :return: one-hot float32 array ``(N, nb_classes)``; all-zero rows are abstentions.
+        """
+        is_abstain = kwargs.get("is_abstain", True)
+        if not isinstance(is_abstain, bool):
+            raise ValueError("is_abstain must be a bool.")
+        x = self._check_x(x)
+        batch_size = _check_int("batch_size", batch_size)
+        self._set_eval()
+        old_verbose, self.verbose = self.verbose, self.verbose or verbose
+        try:
+            counts = self._count_votes(x, self.sample_size, STAGE_PREDICT, batch_size, self._call_seed(), "predict")
+        finally:
+            self.verbose = old_verbose
+        return self._predict_from_counts(counts, is_abstain)
+
+    def _predict_from_counts(self, counts: torch.Tensor, is_abstain: bool = True) -> np.ndarray:
+        top = torch.topk(counts, k=min(2, counts.shape[1]), dim=1)
+        top_vals = top.values.cpu().numpy()
+        top_idx = top.indices[:, 0].cpu().numpy()
+        n_b = top_vals[:, 1] if top_vals.shape[1] > 1 else np.zeros(len(top_vals), dtype=np.int64)
+        keep = binomial_test_half(top_vals[:, 0], n_b) <= self.alpha if is_abstain else np.ones(len(top_idx), bool)
+        out = np.zeros((counts.shape[0], counts.shape[1]), dtype=np.float32)
+        rows = np.nonzero(keep)[0]
+        out[rows, top_idx[rows]] = 1.0
+        if len(rows) < len(keep):
+            logger.info("%d of %d prediction(s) abstained.", len(keep) - len(rows), len(keep))
+        return out
+
+    # ------------------------------------------------------------------ CERTIFY
+    def certify(self, x: np.ndarray, n: int, batch_size: int = 128, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        """ART's ``certify``: ``(prediction, radius)`` with prediction -1 and radius 0 on abstention.
+
+        Keyword arguments are those of :meth:`certify_detailed` (``norm``, ``method``, ``form``,
+        ``n0``, ``box``, ``verbose``)."""
+        result = self.certify_detailed(x, n, batch_size=batch_size, **kwargs)
+        return result.prediction, result.radius
+
+    def certify_detailed(self, x: np.ndarray, n: int, batch_size: int = 128, *, norm=None, method: str | None = None,
+                         form: str = "binary", n0: int | None = None, box: bool = True,
+                         verbose: bool | None = None) -> CertificationResult:
+        """CERTIFY (Cohen et al., Algorithm 1) with any noise, returning a :class:`CertificationResult`.
+
+        :param x: inputs ``(N, *input_shape)``.
+        :param n: estimation draws per input.
+        :param batch_size: noisy samples per forward pass (memory is bounded by it, not by ``n``).
+        :param norm: radius norm (``None`` = the noise's own). All norms come from the same votes.
+        :param method: certificate name (see ``noise.certificate_methods``) or ``None`` for the best.
+        :param form: ``"binary"`` — p_A from a one-sided Clopper–Pearson bound at level α, the
+            runner-up bounded by 1 − p_A; ``"multiclass"`` — p_A and p_B each at level α/2
+            (Bonferroni), p_B from the largest other count, which is sound because c_A is fixed by
+            the independent selection draws (an upper bound on the largest other count bounds the
+            true runner-up's probability).
+        :param n0: selection draws (default ``sample_size``).
+        :param box: use box-constrained certificates when the classifier has ``clip_values`` and the
+            noise has such certificates (set False to compare with the plain ones).
+        """
+        n = _check_int("n", n)
+        n0 = self.sample_size if n0 is None else _check_int("n0", n0)
+        batch_size = _check_int("batch_size", batch_size)
+        if form not in ("binary", "multiclass"):
+            raise ValueError(f"form must be 'binary' or 'multiclass', got {form!r}.")
+        target_norm = self.noise.norm if norm is None else parse_norm(norm)
+        if method is not None:
+            self.noise.certificate_methods(target_norm)  # validates the norm
+            if method not in self.noise._certificates:
+                raise ValueError(f"Unknown certificate method {method!r} for {type(self.noise).__name__}; "
+                                 f"choose one of {self.noise.certificate_methods(target_norm)}.")
+        x = self._check_x(x)
+        use_box = bool(box) and self.clip_values is not None and any(s.box for s in self.noise._certificates.values())
+        self._set_eval()
+        seed = self._call_seed()
+        old_verbose = self.verbose
+        if verbose is not None:
+            self.verbose = verbose
+        try:
+            counts0 = self._count_votes(x, n0, STAGE_SELECT, batch_size, seed, "selection")
+            counts = self._count_votes(x, n, STAGE_ESTIMATE, batch_size, seed, "estimation")
+        finally:
+            self.verbose = old_verbose
+        c_a = counts0.argmax(dim=1)
+        n_a = counts.gather(1, c_a[:, None])[:, 0]
+        others = counts.scatter(1, c_a[:, None], -1)
+        n_b = others.max(dim=1).values.clamp(min=0) if counts.shape[1] > 1 else torch.zeros_like(n_a)
+        c_a, n_a, n_b = c_a.cpu().numpy(), n_a.cpu().numpy(), n_b.cpu().numpy()
+
+        alpha_votes = self.alpha - self.noise.certificate_alpha
+        if form == "binary":
+            p_a = clopper_pearson_lower(n_a, n, alpha_votes)
+            p_b = 1.0 - p_a
+            certified = p_a > 0.5
+        else:
+            p_a = clopper_pearson_lower(n_a, n, alpha_votes / 2.0)
+            p_b = np.minimum(clopper_pearson_upper(n_b, n, alpha_votes / 2.0), 1.0 - p_a)
+            certified = p_a > p_b
+        clip = None
+        if use_box:
+            clip = tuple(float(v) for v in np.broadcast_to(np.asarray(self.clip_values, dtype=np.float64), (2,)))
+        radius = self.noise.certified_radius(
+            p_a, None if form == "binary" else p_b, norm=target_norm, dim=self.input_dim, method=method,
+            x=x if use_box else None, clip_values=clip,
+        )
+        radius = np.where(certified, radius, 0.0)
+        prediction = np.where(certified, c_a, -1).astype(np.int64)
+        return CertificationResult(
+            prediction=prediction, radius=radius, norm=target_norm, method=method, form=form,
+            p_a_lower=p_a, p_b_upper=p_b, counts=counts.cpu().numpy(), counts_selection=counts0.cpu().numpy(),
+            n=n, n0=n0, alpha=self.alpha, noise=self.noise, dim=self.input_dim, box=use_box, clip_values=clip,
+            seed=self.seed,
+        )
+
+    def _set_eval(self) -> None:
+        pass
+
+
+class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassifier):
+    """Randomized smoothing of an existing ART ``PyTorchClassifier`` with any :mod:`art_smoothing.noise`.
+
+    It keeps the wrapped classifier's model (shared, not copied), loss, optimizer, input shape,
+    classes, clip values, preprocessing and preprocessing/postprocessing defences, and runs on the
+    wrapped classifier's device. It is an ART ``PyTorchClassifier`` (hence ``ClassifierMixin`` and
+    ``LossGradientsMixin``) and a ``RandomizedSmoothingMixin``, so ART code that checks those
+    interfaces accepts it.
+
+    Passing any other ART classifier (e.g. a scikit-learn model wrapped by ART) returns a
+    :class:`NumpySmoothedClassifier`, which supports ``predict``, ``certify`` and ``fit`` (noise
+    augmentation through the base classifier's own ``fit``) but no gradients.
+
+    :param classifier: the base ART classifier.
+    :param noise: the smoothing distribution.
+    :param sample_size: draws for PREDICT and the selection draws n0 of CERTIFY.
+    :param alpha: failure probability of PREDICT and of each certificate.
+    :param seed: base seed of every random stream (``None``: fresh entropy per call).
+    :param eot_samples: noise draws per gradient (Expectation over Transformation).
+    :param verbose: progress bars.
+    """
+
+    estimator_params = PyTorchClassifier.estimator_params + ["noise", "sample_size", "alpha", "seed", "eot_samples"]
+
+    def __new__(cls, classifier=None, *args, **kwargs):
+        if cls is SmoothedClassifier and classifier is not None and not isinstance(classifier, PyTorchClassifier):
+            return NumpySmoothedClassifier(classifier, *args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, classifier: PyTorchClassifier, noise: Noise, sample_size: int = 100, alpha: float = 0.001,
+                 seed: int | None = None, eot_samples: int = 32, verbose: bool = False):
+        if not isinstance(classifier, PyTorchClassifier):
+            raise ValueError("classifier must be an ART classifier (PyTorchClassifier for the full interface).")
+        device_type = "gpu" if classifier._device.type == "cuda" else "cpu"
+        super().__init__(
+            sample_size,
+            model=classifier.model,
+            loss=classifier._loss,
+            input_shape=classifier.input_shape,
+            nb_classes=classifier.nb_classes,
+            optimizer=classifier._optimizer,
+            use_amp=False,
+            channels_first=classifier.channels_first,
+            clip_values=classifier.clip_values,
+            preprocessing_defences=classifier.preprocessing_defences,
+            postprocessing_defences=classifier.postprocessing_defences,
+            preprocessing=classifier.preprocessing,
+            device_type=device_type,
+            scale=getattr(noise, "std", 0.1) if isinstance(noise, Noise) else 0.1,
+            alpha=alpha,
+        )
+        # Share the wrapped classifier's model wrapper and device exactly (a model on cuda:1 stays there).
+        self._model = classifier._model
+        self._device = classifier._device
+        self._base_classifier = classifier
+        self.eot_samples = eot_samples
+        self._init_smoothing(noise, seed, verbose)
+        self.eot_samples = _check_int("eot_samples", self.eot_samples)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if hasattr(self, "noise"):
+            self._check_smoothing_params()
+            self.eot_samples = _check_int("eot_samples", self.eot_samples)
+
+    @property
+    def base_classifier(self) -> PyTorchClassifier:
+        """The wrapped ART classifier (it shares its model with this estimator)."""
+        return self._base_classifier
+
+    @property
+    def _noise_dtype(self) -> torch.dtype:
+        for p in self._model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def _set_eval(self) -> None:
+        self._model.train(mode=False)
+
+    def _logits(self, x: torch.Tensor, *, no_grad: bool = True) -> torch.Tensor:
+        """Base classifier outputs for (already noisy) inputs on the device: preprocessing defences,
+        standardisation and model, as ART's own ``predict`` applies them."""
+        if self.all_framework_preprocessing:
+            x_pre, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=no_grad)
+        else:  # numpy defences: ART can only run them on numpy arrays
+            x_np, _ = self._apply_preprocessing(x.detach().cpu().numpy(), y=None, fit=False)
+            x_pre = torch.as_tensor(x_np, device=self._device)
+        out = self._model(x_pre)[-1]
+        if self.postprocessing_defences:
+            post = self._apply_postprocessing(preds=out.detach().cpu().numpy(), fit=False)
+            out = torch.as_tensor(post, device=self._device)
+        return out
+
+    def _labels(self, noisy: torch.Tensor) -> torch.Tensor:
+        return self._logits(noisy).argmax(dim=-1)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
+        """Train the base model with noise augmentation under this estimator's noise (Cohen et al.),
+        delegating to :class:`art_smoothing.training.NoiseAugmentationTrainer`."""
+        from art_smoothing.training.augmentation import NoiseAugmentationTrainer
+
+        NoiseAugmentationTrainer(self, verbose=self.verbose).fit(x, y, nb_epochs=nb_epochs, batch_size=batch_size, **kwargs)
+
+
+class NumpySmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, ClassifierMixin, BaseEstimator):
+    """Smoothing of any ART classifier through its numpy ``predict`` (e.g. scikit-learn models).
+
+    Noise is drawn with torch on the CPU and handed to the base classifier as numpy arrays.
+    Supported: ``predict``, ``certify``/``certify_detailed``, ``fit`` (noise augmentation through the
+    base classifier's ``fit``, one call per epoch). Not supported: gradients (use a
+    ``PyTorchClassifier`` base for attacks and robust training).
+    """
+
+    estimator_params = ClassifierMixin.estimator_params + BaseEstimator.estimator_params + [
+        "noise", "sample_size", "alpha", "seed"]
+
+    def __init__(self, classifier, noise: Noise, sample_size: int = 100, alpha: float = 0.001,
+                 seed: int | None = None, verbose: bool = False, **kwargs):
+        if not isinstance(classifier, ClassifierMixin):
+            raise ValueError(f"classifier must be an ART classifier (ClassifierMixin), got {type(classifier).__name__}.")
+        if classifier.input_shape is None:
+            raise ValueError("The base classifier has no input_shape; set it before smoothing.")
+        self._base_classifier = classifier
+        self._device = torch.device("cpu")
+        super().__init__(
+            sample_size, model=classifier.model, clip_values=classifier.clip_values,
+            scale=getattr(noise, "std", 0.1) if isinstance(noise, Noise) else 0.1, alpha=alpha,
+        )
+        self.nb_classes = classifier.nb_classes
+        self._init_smoothing(noise, seed, verbose)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self._base_classifier.input_shape)
+
+    @property
+    def base_classifier(self):
+        return self._base_classifier
+
+    _noise_dtype = torch.float32
+
+    def _labels(self, noisy: torch.Tensor) -> torch.Tensor:
+        out = self._base_classifier.predict(noisy.cpu().numpy())
+        return torch.as_tensor(np.asarray(out).argmax(axis=-1), dtype=torch.int64)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
+        """Noise augmentation: every epoch the base classifier is fit once on freshly noised inputs."""
+        x = self._check_x(x)
+        nb_epochs = _check_int("nb_epochs", nb_epochs)
+        seed = self._call_seed()
+        self._fit_calls += 1
+        for epoch in range(nb_epochs):
+            z = self.noise.sample(len(x), self.input_shape, generator=self._generator(seed, STAGE_FIT,
+                                                                                      self._fit_calls, epoch))
+            x_noisy = self.noise.perturb(torch.as_tensor(x), z).numpy()
+            self._base_classifier.fit(x_noisy, y, batch_size=batch_size, nb_epochs=1, **kwargs)
+
+    def get_activations(self, *args, **kwargs):
+        raise NotImplementedError("Activations are not available through a smoothed numpy classifier.")
+
+    def compute_loss(self, *args, **kwargs):
+        raise NotImplementedError("Losses/gradients need a PyTorchClassifier base classifier.")
