@@ -544,15 +544,28 @@ class NumpySmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, Classifi
 
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
         """Noise augmentation: every epoch the base classifier is fit once on freshly noised inputs."""
+        from art.utils import check_and_transform_label_format
+
         x = self._check_x(x)
+        y = check_and_transform_label_format(y, nb_classes=self.nb_classes)
+        if len(y) != len(x):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels.")
         nb_epochs = _check_int("nb_epochs", nb_epochs)
         seed = self._call_seed()
         self._fit_calls += 1
+        import inspect
+
+        accepted = inspect.signature(self._base_classifier.fit).parameters
+        fit_kwargs = dict(kwargs)
+        if "batch_size" in accepted:
+            fit_kwargs["batch_size"] = batch_size
+        if "nb_epochs" in accepted:
+            fit_kwargs["nb_epochs"] = 1
         for epoch in range(nb_epochs):
             z = self.noise.sample(len(x), self.input_shape, generator=self._generator(seed, STAGE_FIT,
                                                                                       self._fit_calls, epoch))
             x_noisy = self.noise.perturb(torch.as_tensor(x), z).numpy()
-            self._base_classifier.fit(x_noisy, y, batch_size=batch_size, nb_epochs=1, **kwargs)
+            self._base_classifier.fit(x_noisy, y, **fit_kwargs)
 
     def get_activations(self, *args, **kwargs):
         raise NotImplementedError("Activations are not available through a smoothed numpy classifier.")
