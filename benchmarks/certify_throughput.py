@@ -1,0 +1,129 @@
+"""Certification throughput: this project's CERTIFY vs the cost floor vs ART 1.20's randomized smoothing.
+
+For each model configuration, measured side by side in one run (noisy samples per second, counting
+the n0 selection and n estimation draws of every input):
+
+* floor   — the base model's raw forward passes on pre-drawn noisy batches (what CERTIFY cannot avoid);
+* ours    — ``SmoothedClassifier.certify`` (noise drawing, votes, bounds and radii included);
+* ART     — ``art.estimators.certification.PyTorchRandomizedSmoothing.certify`` on the same model.
+
+Usage: ``python benchmarks/certify_throughput.py [--inputs 20] [--n 2000] [--device cuda]``.
+Random weights are fine for timing. Each measurement is the best of ``--repeats`` interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from art_smoothing import SmoothedClassifier
+from art_smoothing.models import DigitsCNN, SmallCNN
+from art_smoothing.noise import GaussianNoise
+
+
+def art_classifier(model, input_shape, device_type):
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(model=model, loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=10,
+                             clip_values=(0.0, 1.0), device_type=device_type)
+
+
+def interleaved_best(fns, repeats):
+    """Best time of each function over ``repeats`` rounds, running them in turn within a round so that
+    background load affects all of them alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            if fn is None:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def run_config(name, model, input_shape, args, device_type):
+    model.eval()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(args.inputs, *input_shape)).astype(np.float32)
+    total = args.inputs * (args.n0 + args.n)
+    sigma = 0.25
+
+    base = art_classifier(model, input_shape, device_type)
+    device = base.device
+    ours = SmoothedClassifier(base, noise=GaussianNoise(sigma), sample_size=args.n0, alpha=0.001, seed=0)
+
+    noisy = torch.as_tensor(x[:1], device=device) + sigma * torch.randn((args.batch_size, *input_shape), device=device)
+
+    def floor():
+        with torch.no_grad():
+            done = 0
+            while done < total:
+                b = min(args.batch_size, total - done)
+                model(noisy[:b]).argmax(1)
+                done += b
+
+    def run_ours():
+        ours.certify(x, n=args.n, batch_size=args.batch_size)
+
+    from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
+
+    art_rs = PyTorchRandomizedSmoothing(model=model, loss=nn.CrossEntropyLoss(), input_shape=input_shape,
+                                        nb_classes=10, clip_values=(0.0, 1.0), sample_size=args.n0, scale=sigma,
+                                        alpha=0.001, device_type=device_type)
+
+    def run_art():
+        art_rs.certify(x, n=args.n, batch_size=args.batch_size)
+
+    run_ours()  # warm-up (allocator, threads)
+    t_floor, t_ours, t_art = interleaved_best([floor, run_ours, None if args.skip_art else run_art], args.repeats)
+    return {
+        "config": name,
+        "d": int(np.prod(input_shape)),
+        "floor/s": total / t_floor,
+        "ours/s": total / t_ours,
+        "ART/s": total / t_art,
+        "ours/floor": t_floor / t_ours,
+        "ART/floor": t_floor / t_art,
+        "ours/ART": t_art / t_ours,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inputs", type=int, default=20, help="inputs certified per run")
+    parser.add_argument("--n", type=int, default=2000, help="estimation draws per input")
+    parser.add_argument("--n0", type=int, default=100, help="selection draws per input")
+    parser.add_argument("--batch-size", type=int, default=500, help="noisy samples per forward pass (all three)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-art", action="store_true")
+    args = parser.parse_args(argv)
+    device_type = "gpu" if args.device.startswith("cuda") else "cpu"
+    torch.manual_seed(0)
+    configs = [
+        ("digits CNN (1x8x8)", DigitsCNN(width=16), (1, 8, 8)),
+        ("wide digits CNN (1x8x8)", DigitsCNN(width=64), (1, 8, 8)),
+        ("CIFAR-shaped CNN (3x32x32)", SmallCNN(width=16), (3, 32, 32)),
+    ]
+    rows = [run_config(name, model, shape, args, device_type) for name, model, shape in configs]
+    print(f"device={args.device} threads={torch.get_num_threads()} inputs={args.inputs} n0={args.n0} n={args.n} "
+          f"batch={args.batch_size} (best of {args.repeats})")
+    header = f"{'config':<28}{'d':>6}{'floor/s':>11}{'ours/s':>11}{'ART/s':>11}{'ours/floor':>12}{'ART/floor':>11}" \
+             f"{'ours/ART':>10}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['config']:<28}{r['d']:>6}{r['floor/s']:>11.0f}{r['ours/s']:>11.0f}{r['ART/s']:>11.0f}"
+              f"{r['ours/floor']:>12.2f}{r['ART/floor']:>11.2f}{r['ours/ART']:>10.2f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
