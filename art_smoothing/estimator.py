@@ -493,6 +493,43 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
     def _labels(self, noisy: torch.Tensor) -> torch.Tensor:
         return self._logits(noisy).argmax(dim=-1)
 
+    # ------------------------------------------------------------------ gradients (EOT)
+    def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
+        """EOT gradient of the *smoothed* classifier's loss, ∇_x −log ḡ_y(x), where ḡ(x) is the mean
+        softmax of the base classifier over ``eot_samples`` noisy copies (SmoothAdv's objective; see
+        :mod:`art_smoothing.attacks.eot` for why not the mean cross-entropy, and for the
+        straight-through gradient used with non-additive noise). ART 1.20's randomized-smoothing
+        estimators return the clean base model's gradient instead, so ART's attacks against them
+        attack the wrong classifier; with this method ART's PGD/FGSM attack the smoothed one.
+
+        Per-input gradients (not divided by the batch size). Numpy in → numpy out; a torch tensor in
+        (ART's PyTorch attacks) → a tensor on the same device. Draws come from the estimator's
+        gradient stream, fresh for every call.
+
+        :param x: inputs ``(N, *input_shape)``.
+        :param y: labels, indices ``(N,)`` or one-hot ``(N, nb_classes)``.
+        :param eot_samples: (kwarg) draws m (default: the constructor's ``eot_samples``).
+        :param noise_draws: (kwarg) draws ``(m, *input_shape)`` to reuse (see ``attacks.draw_noise``).
+        :param batch_size: (kwarg, default 256) noisy copies per forward pass; memory is bounded by it.
+        """
+        from art_smoothing.attacks.eot import smoothed_loss_gradient
+
+        return smoothed_loss_gradient(self, x, y, training_mode=training_mode, **kwargs)
+
+    def class_gradient(self, x, label=None, training_mode: bool = False, **kwargs):
+        """EOT gradients of the smoothed log-probabilities log ḡ_c(x) (the smoothed classifier's class
+        outputs), shape ``(N, nb_classes, *input_shape)`` or ``(N, 1, *input_shape)``; keyword
+        arguments as in :meth:`loss_gradient`."""
+        from art_smoothing.attacks.eot import smoothed_class_gradient
+
+        return smoothed_class_gradient(self, x, label, training_mode=training_mode, **kwargs)
+
+    def compute_loss(self, x, y, reduction: str = "none", **kwargs):
+        """Monte Carlo smoothed loss −log ḡ_y(x) over ``eot_samples`` draws (``reduction``: none/mean/sum)."""
+        from art_smoothing.attacks.eot import smoothed_loss
+
+        return smoothed_loss(self, x, y, reduction=reduction, **kwargs)
+
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
         """Train the base model with noise augmentation under this estimator's noise (Cohen et al.),
         delegating to :class:`art_smoothing.training.NoiseAugmentationTrainer`."""

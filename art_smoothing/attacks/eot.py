@@ -31,11 +31,15 @@ no backward pass, so the differentiable path leaves them out (ART's own gradient
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["draw_noise", "noisy_copies", "base_logits", "smoothed_log_probs", "log_prob_gradient"]
+__all__ = [
+    "draw_noise", "noisy_copies", "base_logits", "smoothed_log_probs", "log_prob_gradient", "EOTGradient",
+    "gradient_noise", "smoothed_loss_gradient", "smoothed_class_gradient", "smoothed_loss",
+]
 
 
 def _check_m(m) -> int:
@@ -137,27 +141,39 @@ def smoothed_log_probs(estimator, x: torch.Tensor, noise_draws: torch.Tensor | N
     return torch.logsumexp(logp, dim=1) - math.log(logp.shape[1])
 
 
+class EOTGradient(NamedTuple):
+    """Output of :func:`log_prob_gradient`."""
+
+    grad: torch.Tensor  #: ∇_x log ḡ_label(x), ``(N, *shape)``, model dtype, detached
+    log_prob: torch.Tensor  #: log ḡ_label(x) estimated over the draws, ``(N,)`` float64
+    votes: torch.Tensor  #: hard votes of the base classifier over the draws, ``(N, nb_classes)`` int64
+
+
 def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_draws: torch.Tensor,
-                      batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(∇_x log ḡ_label(x), log ḡ_label(x))`` with ``ḡ`` estimated over the shared draws
-    ``noise_draws`` ``(m, *shape)``, at most ``batch_size`` noisy copies per forward pass.
+                      batch_size: int = 256) -> EOTGradient:
+    """``∇_x log ḡ_label(x)`` with ``ḡ`` estimated over the shared draws ``noise_draws`` ``(m, *shape)``,
+    at most ``batch_size`` noisy copies per forward pass, plus the estimate itself and the hard votes
+    of the same forward passes (free; the PGD attack uses them for early stopping).
 
     Memory is bounded by ``batch_size`` whatever ``m``: inputs are processed in chunks of
-    ``c = max(1, batch_size // m)`` and the draws in blocks of ``k = min(m, batch_size)``, and the
-    blocks are merged exactly in the log domain: with L_b = log Σ_{j∈b} p_j,
-    ∇ log Σ_j p_j = Σ_b exp(L_b − L)·∇L_b, L = logsumexp_b L_b.
+    ``c = max(1, batch_size // m)`` and the draws in blocks of ``k = min(m, batch_size)``; the
+    blocks are merged exactly in the log domain: with L_b = log Σ_{j∈b} p_j and
+    L = logsumexp_b L_b, ∇ log Σ_j p_j = Σ_b exp(L_b − L)·∇L_b.
 
-    :param x: ``(N, *shape)`` on the device (no grad needed).
-    :param labels: ``(N,)`` int64 class indices.
-    :return: gradient ``(N, *shape)`` (detached, model dtype) and log-probabilities ``(N,)`` (float64).
+    :param x: ``(N, *shape)`` (moved to the device; no grad needed).
+    :param labels: ``(N,)`` class indices.
+    :param noise_draws: ``(m, *shape)`` draws from :func:`draw_noise`.
+    :param batch_size: noisy copies per forward pass.
     """
     x = x.detach().to(device=estimator._device, dtype=estimator._noise_dtype)
-    labels = labels.to(device=estimator._device, dtype=torch.int64)
+    labels = torch.as_tensor(labels).to(device=estimator._device, dtype=torch.int64)
     m = noise_draws.shape[0]
-    block = min(m, batch_size)
-    chunk = max(1, batch_size // block)
+    block = min(m, int(batch_size))
+    chunk = max(1, int(batch_size) // block)
     grads = torch.empty_like(x)
     log_probs = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    votes = torch.zeros((x.shape[0], estimator.nb_classes), dtype=torch.int64, device=x.device)
+    bshape = (-1,) + (1,) * (x.dim() - 1)
     for i0 in range(0, x.shape[0], chunk):
         xc, yc = x[i0:i0 + chunk], labels[i0:i0 + chunk]
         total = torch.full((xc.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
@@ -166,15 +182,112 @@ def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_dr
             xg = xc.clone().requires_grad_(True)
             with torch.enable_grad():
                 logp = _copies_log_softmax(estimator, xg, noise_draws[j0:j0 + block])
-                lb = torch.logsumexp(logp.gather(2, yc[:, None, None].expand(-1, logp.shape[1], 1))[..., 0], dim=1)
+                picked = logp.gather(2, yc[:, None, None].expand(-1, logp.shape[1], 1))[..., 0]
+                lb = torch.logsumexp(picked, dim=1)
                 (gb,) = torch.autograd.grad(lb.sum(), xg)
+            votes[i0:i0 + chunk] += torch.nn.functional.one_hot(
+                logp.detach().argmax(dim=-1), estimator.nb_classes).sum(dim=1)
             lb = lb.detach().double()
             new_total = torch.logaddexp(total, lb)
-            w_old = torch.exp(total - new_total).to(g.dtype)
-            w_new = torch.exp(lb - new_total).to(g.dtype)
-            shape = (-1,) + (1,) * (xc.dim() - 1)
-            g = g * w_old.reshape(shape) + gb * w_new.reshape(shape)
+            g = (g * torch.exp(total - new_total).to(g.dtype).reshape(bshape)
+                 + gb * torch.exp(lb - new_total).to(g.dtype).reshape(bshape))
             total = new_total
         grads[i0:i0 + chunk] = g
         log_probs[i0:i0 + chunk] = total - math.log(m)
-    return grads, log_probs
+    return EOTGradient(grads, log_probs, votes)
+
+
+# ---------------------------------------------------------------------- ART estimator interface
+def _labels_from(y, n: int, device) -> torch.Tensor:
+    """Class indices from ART-style labels: indices ``(N,)`` or one-hot/scores ``(N, C)``."""
+    t = y.detach() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+    if t.dim() == 2:
+        t = t.argmax(dim=1)
+    if t.dim() != 1 or t.shape[0] != n:
+        raise ValueError(f"y must hold {n} labels (indices (N,) or one-hot (N, nb_classes)), got shape "
+                         f"{tuple(t.shape)}.")
+    return t.to(device=device, dtype=torch.int64)
+
+
+def gradient_noise(estimator, m: int | None = None) -> torch.Tensor:
+    """Fresh shared draws ``(m, *shape)`` from the estimator's STAGE_GRADIENT stream; the stream
+    advances with every call (a seeded estimator gives the same sequence of draws run after run)."""
+    from art_smoothing.estimator import STAGE_GRADIENT
+
+    m = _check_m(estimator.eot_samples if m is None else m)
+    calls = getattr(estimator, "_gradient_calls", 0) + 1
+    estimator._gradient_calls = calls
+    gen = estimator._generator(estimator._call_seed(), STAGE_GRADIENT, calls)
+    return draw_noise(estimator, m, generator=gen)
+
+
+def _prepare(estimator, x, training_mode: bool, eot_samples, noise_draws, batch_size):
+    from art_smoothing.estimator import _check_int
+
+    is_tensor = isinstance(x, torch.Tensor)
+    x_t = x.detach() if is_tensor else torch.as_tensor(estimator._check_x(x))
+    if tuple(x_t.shape[1:]) != tuple(estimator.input_shape):
+        raise ValueError(f"x must have shape (N, *{tuple(estimator.input_shape)}), got {tuple(x_t.shape)}.")
+    batch_size = _check_int("batch_size", 256 if batch_size is None else batch_size)
+    if noise_draws is None:
+        noise_draws = gradient_noise(estimator, eot_samples)
+    elif tuple(noise_draws.shape[1:]) != tuple(estimator.input_shape) or noise_draws.dim() != x_t.dim():
+        raise ValueError(f"noise_draws must have shape (m, *{tuple(estimator.input_shape)}), "
+                         f"got {tuple(noise_draws.shape)}.")
+    estimator._model.train(mode=bool(training_mode))
+    return is_tensor, x_t, noise_draws.to(estimator._device), batch_size
+
+
+def _out(grad: torch.Tensor, x, is_tensor: bool):
+    if is_tensor:
+        return grad.to(device=x.device, dtype=x.dtype)
+    return grad.cpu().numpy().astype(np.asarray(x).dtype if np.asarray(x).dtype.kind == "f" else np.float32)
+
+
+def smoothed_loss_gradient(estimator, x, y, *, training_mode: bool = False, eot_samples: int | None = None,
+                           noise_draws: torch.Tensor | None = None, batch_size: int | None = None):
+    """``SmoothedClassifier.loss_gradient``: ∇_x of −log ḡ_y(x) per input (no batch averaging), numpy or
+    torch in, same type out (on ``x``'s device)."""
+    is_tensor, x_t, z, batch_size = _prepare(estimator, x, training_mode, eot_samples, noise_draws, batch_size)
+    labels = _labels_from(y, x_t.shape[0], estimator._device)
+    grad = log_prob_gradient(estimator, x_t, labels, z, batch_size).grad
+    return _out(-grad, x, is_tensor)
+
+
+def smoothed_class_gradient(estimator, x, label=None, *, training_mode: bool = False,
+                            eot_samples: int | None = None, noise_draws: torch.Tensor | None = None,
+                            batch_size: int | None = None):
+    """``SmoothedClassifier.class_gradient``: ∇_x log ḡ_c(x) — the smoothed classifier's log-probabilities
+    play the role of ART's class outputs — with ART's shapes: ``(N, nb_classes, *shape)`` for
+    ``label=None``, ``(N, 1, *shape)`` for an int or one label per input. All classes use the same draws."""
+    is_tensor, x_t, z, batch_size = _prepare(estimator, x, training_mode, eot_samples, noise_draws, batch_size)
+    n = x_t.shape[0]
+    if label is None:
+        classes = [torch.full((n,), c, dtype=torch.int64) for c in range(estimator.nb_classes)]
+    elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        if not 0 <= int(label) < estimator.nb_classes:
+            raise ValueError(f"label must be in [0, {estimator.nb_classes}), got {label}.")
+        classes = [torch.full((n,), int(label), dtype=torch.int64)]
+    else:
+        lab = torch.as_tensor(np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label)).reshape(-1)
+        if lab.shape[0] != n or bool(((lab < 0) | (lab >= estimator.nb_classes)).any()):
+            raise ValueError(f"label must be None, an int or {n} class indices in [0, {estimator.nb_classes}).")
+        classes = [lab.to(torch.int64)]
+    grads = torch.stack([log_prob_gradient(estimator, x_t, c, z, batch_size).grad for c in classes], dim=1)
+    return _out(grads, x, is_tensor)
+
+
+def smoothed_loss(estimator, x, y, *, reduction: str = "none", eot_samples: int | None = None,
+                  noise_draws: torch.Tensor | None = None, batch_size: int | None = None):
+    """``SmoothedClassifier.compute_loss``: −log ḡ_y(x) estimated over ``m`` draws."""
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}.")
+    is_tensor, x_t, z, batch_size = _prepare(estimator, x, False, eot_samples, noise_draws, batch_size)
+    labels = _labels_from(y, x_t.shape[0], estimator._device)
+    chunk = max(1, batch_size // z.shape[0])
+    with torch.no_grad():
+        parts = [smoothed_log_probs(estimator, x_t[i:i + chunk], z).gather(
+            1, labels[i:i + chunk, None].to(estimator._device))[:, 0] for i in range(0, x_t.shape[0], chunk)]
+    loss = -torch.cat(parts) if parts else torch.zeros(0, device=estimator._device)
+    loss = {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
+    return loss.to(x.device) if is_tensor else loss.cpu().numpy()
