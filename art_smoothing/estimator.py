@@ -450,6 +450,8 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
         # Share the wrapped classifier's model wrapper and device exactly (a model on cuda:1 stays there).
         self._model = classifier._model
         self._device = classifier._device
+        # ART's constructor moves the model to the *current* CUDA device; put it back where it was.
+        self._model.to(self._device)
         self._base_classifier = classifier
         self.eot_samples = eot_samples
         self._init_smoothing(noise, seed, verbose)
