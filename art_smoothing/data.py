@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Dataset", "load_digits_dataset", "load_npz_dataset", "load_image_folder", "load_dataset"]
+__all__ = ["Dataset", "load_dataset", "load_digits_dataset", "load_image_folder", "load_npz_dataset"]
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import beta, binom
 
-__all__ = ["clopper_pearson_lower", "clopper_pearson_upper", "binomial_test_half", "check_alpha"]
+__all__ = ["binomial_test_half", "check_alpha", "clopper_pearson_lower", "clopper_pearson_upper"]
 
 
 def check_alpha(alpha, name: str = "alpha") -> float:

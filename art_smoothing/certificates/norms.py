@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["parse_norm", "norm_name", "conversion_factor", "dual_norm"]
+__all__ = ["conversion_factor", "dual_norm", "norm_name", "parse_norm"]
 
 _ALIASES = {
     "1": 1.0,
@@ -39,7 +39,7 @@ def parse_norm(norm) -> float:
         if key in _ALIASES:
             return _ALIASES[key]
         try:
-            value = float(key[1:] if key.startswith("l") else key)
+            value = float(key.removeprefix("l"))
         except ValueError:
             raise ValueError(f"Unknown norm {norm!r}: use 1, 2, 'inf' (or another real p >= 1).") from None
     else:

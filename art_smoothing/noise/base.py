@@ -19,15 +19,16 @@ objectives such as MACER (:meth:`Noise.certified_radius_torch`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from art_smoothing.certificates.norms import conversion_factor, norm_name, parse_norm
 
-__all__ = ["Noise", "certificate", "CertificateSpec", "CertificateContext", "check_positive"]
+__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_positive"]
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
