@@ -87,7 +87,8 @@ def test_fit_adds_noise_before_preprocessing(digits, digits_classifier_factory):
     ],
     ids=["gaussian", "laplace", "uniform"],
 )
-def test_monte_carlo_overclaim_rate_at_most_alpha(noise, p_a_of_t):
+@pytest.mark.parametrize("form", ["binary", "multiclass"])
+def test_monte_carlo_overclaim_rate_at_most_alpha(noise, p_a_of_t, form):
     """f(x) = 1[x_1 + b > 0] with t = x_1 + b: every certificate here is TIGHT for this classifier
     (radius(exact p_A) = t), so a certificate exceeds the truth exactly when the Clopper–Pearson bound
     exceeds p_A. Over T independent certifications (different seeds) the number of over-claims is
@@ -102,7 +103,7 @@ def test_monte_carlo_overclaim_rate_at_most_alpha(noise, p_a_of_t):
     over = 0
     for seed in range(trials):
         sm = SmoothedClassifier(base, noise=noise, sample_size=20, alpha=alpha, seed=seed)
-        pred, radius = sm.certify(x, n=200, batch_size=256, norm=1)
+        pred, radius = sm.certify(x, n=200, batch_size=256, norm=1, form=form)
         over += int(pred[0] == 1 and radius[0] > t * (1 + 1e-7))
         assert pred[0] in (1, -1)
     assert over <= binom.ppf(0.999, trials, alpha)
