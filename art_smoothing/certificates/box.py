@@ -1,0 +1,184 @@
+"""Geometry of box-constrained ℓ1 certificates (Voráček & Hein, 2023, §2.2 and Appendix A).
+
+Everything here lives in the *unit* box [0, 1]^d with the noise half-width ``lam`` measured in box
+units; callers with a box (lo, hi) rescale: x ↦ (x − lo)/(hi − lo), λ ↦ λ/(hi − lo), and multiply
+the returned ℓ1 radius by (hi − lo).
+
+The central quantity is the overlap fraction of two ℓ∞ balls of radius λ whose centres differ by δ,
+
+    O(δ) = Vol(B∞(x, λ) ∩ B∞(x + δ, λ)) / Vol(B∞(x, λ)) = Π_i (1 − |δ_i|/(2λ))_+ ,
+
+which is also the probability that independent splitting noise maps x and x + δ to the same
+noisy input (Theorem 2.11). By Proposition 2.1 / 2.12, for every class probability vector the
+smoothed classifier keeps class A at y = x + δ as long as
+
+    O(δ) > t,   t = 1 − (p_A − p_B)/2      (binary form: p_B = 1 − p_A, i.e. t = 3/2 − p_A).
+
+A certified ℓ1 radius is therefore R = sup{r : g(r) > t} with g(r) a lower bound on the minimal
+overlap over the threat set {δ : ‖δ‖₁ ≤ r, x + δ ∈ box}. Three lower bounds g are implemented,
+from weakest to exact:
+
+* ``g_closed``: (1 − 1/(2λ))^r (Theorem 2.6 / Corollary 2.7), valid for λ ≥ 1/2 only;
+* ``g_floor``: (1 − 1/(2λ))_+^⌊r⌋ (1 − (r − ⌊r⌋)/(2λ))_+ (Proposition 2.5), the exact minimum over
+  *all* pairs x, y in the box (attained at a corner), every λ;
+* ``g_input``: the exact minimum for the given x (Theorem 2.8): spend the ℓ1 budget greedily on the
+  coordinates with the largest room to move, max(x_i, 1 − x_i), every λ.
+
+All three only hold when both x and the adversarial point lie in the box.
+
+Where λ < 1/2 (the paper states Proposition 2.5 and Theorem 2.8 through Schur-concavity on
+[0, 2λ]^d): with the positive part the formulas stay exact. If some coordinate can move by
+≥ 2λ, the minimum over ‖δ‖₁ ≤ r < 2λ is 1 − r/(2λ) (all budget on that coordinate, which stays in
+[0, 2λ), where the Schur argument applies) and 0 for r ≥ 2λ; otherwise every feasible δ lies in
+[0, 2λ)^d already. The greedy formula with factors (1 − m_i/(2λ))_+ gives exactly this.
+For certification the box brings nothing when λ ≤ 1/2: every coordinate has room ≥ 1/2, so moving
+one coordinate by its room alone leaves overlap ≤ 1 − 1/(4λ) ≤ 1/2 ≤ t, and the radius is reached
+on the first, plain piece 1 − r/(2λ). The gains start at λ > 1/2 and grow with λ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "g_closed",
+    "g_floor",
+    "g_input",
+    "g_plain",
+    "overlap_fraction",
+    "radius_closed",
+    "radius_floor",
+    "radius_input",
+    "required_overlap",
+    "room",
+]
+
+
+def overlap_fraction(delta: torch.Tensor, lam: float) -> torch.Tensor:
+    """O(δ) = Π_i (1 − |δ_i|/(2λ))_+ over the last axis (equation (3) of the paper's appendix)."""
+    return torch.clamp(1.0 - delta.abs() / (2.0 * lam), min=0.0).prod(dim=-1)
+
+
+def required_overlap(p_a: torch.Tensor, p_b: torch.Tensor | None) -> torch.Tensor:
+    """The overlap t that must be exceeded: 1 − (p_a − p_b)/2 (Proposition 2.12), 3/2 − p_a when binary."""
+    if p_b is None:
+        return 1.5 - p_a
+    return 1.0 - 0.5 * (p_a - p_b)
+
+
+def room(x: torch.Tensor) -> torch.Tensor:
+    """How far each coordinate of x ∈ [0, 1]^d can move inside the box: max(x_i, 1 − x_i) ∈ [1/2, 1]."""
+    return torch.maximum(x, 1.0 - x)
+
+
+# ---------------------------------------------------------------- lower bounds on the minimal overlap
+def g_plain(r: torch.Tensor, lam: float) -> torch.Tensor:
+    """Proposition 2.2 (no box): min overlap over ‖δ‖₁ ≤ r is (1 − r/(2λ))_+."""
+    return torch.clamp(1.0 - r / (2.0 * lam), min=0.0)
+
+
+def g_closed(r: torch.Tensor, lam: float) -> torch.Tensor:
+    """Theorem 2.6: (1 − 1/(2λ))^r, a lower bound on the box-constrained minimum for λ ≥ 1/2
+    (by convexity of a^r it is below the floor form); NaN-free 0 for λ < 1/2, where it is not valid."""
+    if lam <= 0.5:
+        return torch.zeros_like(r)
+    return torch.exp(r * math.log1p(-0.5 / lam))
+
+
+def g_floor(r: torch.Tensor, lam: float, dim: int | None = None) -> torch.Tensor:
+    """Proposition 2.5: (1 − 1/(2λ))_+^⌊r⌋ · (1 − (r − ⌊r⌋)/(2λ))_+, the exact minimal overlap over all
+    x, y ∈ [0, 1]^d with ‖x − y‖₁ ≤ r (attained at a corner); constant for r ≥ d (no box point is
+    farther than d)."""
+    if dim is not None:
+        r = torch.clamp(r, max=float(dim))
+    k = torch.floor(r)
+    a = max(0.0, 1.0 - 0.5 / lam)
+    head = torch.where(k > 0, torch.as_tensor(a, dtype=r.dtype) ** k, torch.ones_like(r))
+    return head * torch.clamp(1.0 - (r - k) / (2.0 * lam), min=0.0)
+
+
+def _greedy_tables(x: torch.Tensor, lam: float):
+    """Sorted rooms (descending), their cumulative sums S_k and cumulative products P_k, k = 0..d
+    (S_0 = 0, P_0 = 1): the breakpoints of the piecewise-linear minimal overlap of Theorem 2.8."""
+    m = torch.sort(room(x), dim=-1, descending=True).values
+    factors = torch.clamp(1.0 - m / (2.0 * lam), min=0.0)
+    pad = torch.zeros(m.shape[:-1] + (1,), dtype=m.dtype, device=m.device)
+    s = torch.cat([pad, torch.cumsum(m, dim=-1)], dim=-1)
+    p = torch.cat([pad + 1.0, torch.cumprod(factors, dim=-1)], dim=-1)
+    return m, s, p
+
+
+def g_input(x: torch.Tensor, r: torch.Tensor, lam: float) -> torch.Tensor:
+    """Theorem 2.8: the exact minimal overlap over {y ∈ [0, 1]^d : ‖y − x‖₁ ≤ r}, for x ``(N, d)``
+    and radii ``r`` ``(N,)`` (or ``(N, k)`` for k radii per input).
+
+    On [S_k, S_{k+1}] it is P_k · (1 − (r − S_k)/(2λ))_+ (greedy: fill the coordinates with the most
+    room first, their room being max(x_i, 1 − x_i)); beyond S_d, the ℓ1 diameter seen from x, it
+    stays P_d."""
+    _, s, p = _greedy_tables(x, lam)
+    squeeze = r.dim() == 1
+    rr = r[:, None] if squeeze else r
+    rr = torch.minimum(rr, s[:, -1:])
+    # k = number of breakpoints S_1..S_d that are <= r (the piece r lies on), at most d - 1 so that
+    # r = S_d evaluates on the last piece.
+    k = torch.searchsorted(s[:, 1:].contiguous(), rr.contiguous(), right=True).clamp(max=x.shape[-1] - 1)
+    s_k = s.gather(1, k)
+    p_k = p.gather(1, k)
+    out = p_k * torch.clamp(1.0 - (rr - s_k) / (2.0 * lam), min=0.0)
+    return out[:, 0] if squeeze else out
+
+
+# ---------------------------------------------------------------- radii: R = sup{r : g(r) > t}
+def radius_closed(t: torch.Tensor, lam: float) -> torch.Tensor:
+    """Corollary 2.7 / 2.14: R = ln t / ln(1 − 1/(2λ)) for λ > 1/2 (0 for λ ≤ 1/2, where the closed
+    form does not hold). Weaker than :func:`radius_floor` everywhere and weaker than the plain
+    Corollary 2.4 / 2.13 for radii below 1 (a^r ≤ 1 − r/(2λ) on [0, 1])."""
+    if lam <= 0.5:
+        return torch.zeros_like(t)
+    return torch.log(t) / math.log1p(-0.5 / lam)
+
+
+def radius_floor(t: torch.Tensor, lam: float, dim: int | None = None) -> torch.Tensor:
+    """Exact inverse of :func:`g_floor` (Proposition 2.5): with a = 1 − 1/(2λ), the piece k with
+    a^k ≥ t > a^{k+1}, then R = k + 2λ(1 − t/a^k). ``inf`` when ``dim`` is given and even the
+    farthest box point keeps overlap a^d > t (the whole box is certified).
+
+    For λ ≤ 1/2 (a ≤ 0) every unit step kills the overlap and R = 2λ(1 − t), the plain radius.
+    """
+    if lam <= 0.5:
+        return 2.0 * lam * (1.0 - t)
+    log_a = math.log1p(-0.5 / lam)
+    k = torch.floor(torch.log(t) / log_a)
+    # Repair the floor against rounding so that a^k >= t > a^(k+1) holds in floating point.
+    k = torch.where(torch.exp(k * log_a) < t, k - 1.0, k)
+    k = torch.where(torch.exp((k + 1.0) * log_a) >= t, k + 1.0, k)
+    k = torch.clamp(k, min=0.0)
+    a_k = torch.exp(k * log_a)
+    u = torch.clamp(2.0 * lam * (1.0 - t / a_k), min=0.0, max=1.0)
+    r = k + u
+    if dim is not None:
+        whole_box = math.exp(dim * log_a) > t
+        r = torch.where(whole_box, torch.full_like(r, math.inf), r)
+    return r
+
+
+def radius_input(x: torch.Tensor, t: torch.Tensor, lam: float) -> torch.Tensor:
+    """Exact inverse of :func:`g_input` (Theorem 2.8), vectorized over inputs x ``(N, d)`` in
+    [0, 1]^d and thresholds t ``(N,)``, by walking the pieces with tensor ops (sort + cumulative
+    sums/products, no root finder): K = #{k ≥ 1 : P_k > t}; if K = d the whole box keeps overlap
+    > t and R = inf, else R = S_K + 2λ(1 − t/P_K) ∈ [S_K, S_{K+1}].
+
+    Cost: one sort of d numbers per input, O(N d log d).
+    """
+    d = x.shape[-1]
+    _, s, p = _greedy_tables(x, lam)
+    big_k = (p[:, 1:] > t[:, None]).sum(dim=1, keepdim=True)  # P is non-increasing in k
+    k_cap = big_k.clamp(max=d - 1)
+    s_k = s.gather(1, k_cap)[:, 0]
+    p_k = p.gather(1, k_cap)[:, 0]
+    s_next = s.gather(1, k_cap + 1)[:, 0]
+    r = s_k + 2.0 * lam * (1.0 - t / p_k)
+    r = torch.minimum(r, s_next)  # exact arithmetic never exceeds the piece; guard rounding
+    return torch.where(big_k[:, 0] >= d, torch.full_like(r, math.inf), r)
