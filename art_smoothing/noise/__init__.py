@@ -3,6 +3,7 @@
 from art_smoothing.noise.base import CertificateContext, CertificateSpec, Noise, certificate
 from art_smoothing.noise.gaussian import GaussianNoise
 from art_smoothing.noise.laplace import LaplaceNoise
+from art_smoothing.noise.splitting import DeterministicSplittingNoise, SplittingNoise
 from art_smoothing.noise.uniform import UniformNoise
 
 __all__ = [
@@ -13,4 +14,6 @@ __all__ = [
     "GaussianNoise",
     "LaplaceNoise",
     "UniformNoise",
+    "SplittingNoise",
+    "DeterministicSplittingNoise",
 ]

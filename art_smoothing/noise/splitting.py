@@ -1,0 +1,249 @@
+"""Splitting noise (Levine & Feizi, 2021) as analysed by Voráček & Hein (2023, §2.3), and its
+derandomized variant for quantized inputs (§2.3.1).
+
+Splitting noise is not additive: a draw is a random offset s and the noisy input is a function of
+x and s, so both classes override :meth:`Noise.perturb` and everything else in the library (certify,
+predict, training, attacks) works unchanged.
+
+Definition used here, for every λ > 0 and any real input, in the units of the input domain
+``clip_values`` = (lo, hi), w = hi − lo. The real line is cut into cells of length 2λ by the random
+grid lo + s + 2λℤ, s ~ U[0, 2λ); k(x, s) = ⌈(x − lo − s)/(2λ)⌉ numbers the cell holding x, and
+
+    x̃(s) = lo + min(s, w) + min(2λ, w) · k(x, s).
+
+* λ ≥ w/2 (the paper's case, Theorems 2.10–2.11, λ ≥ 1/2 in box units): for x in the box
+  k ∈ {0, 1} and, in box units, x̃ = min(s, 1) + [x > s] — uniform on [x, 1 + x] with probability
+  1/(2λ), the constant 1 otherwise. This is exactly Theorem 2.10's x̃.
+* λ < w/2 (not covered by the paper's statements): x̃ = lo + s + 2λk is the upper end of x's cell, a
+  randomly offset quantization of x with step 2λ (x̃ − x ∈ [0, 2λ)). The two definitions agree at
+  λ = w/2.
+
+What the certificates need, for every λ: x̃ depends on x only through the cell index, and two points
+fall in different cells with probability min(1, |x − y|/(2λ)) (a uniformly offset grid of step 2λ
+separates them). With independent s_i (:class:`SplittingNoise`) the copies at x and y agree with
+probability Π_i (1 − |δ_i|/(2λ))_+ — the cube overlap of uniform noise — so Proposition 2.1/2.12 and
+every uniform ℓ1 certificate apply (Theorem 2.11), the box-constrained ones included. With one
+offset shared by all coordinates (:class:`DeterministicSplittingNoise`) only the union bound
+P(x̃ ≠ ỹ) ≤ ‖δ‖₁/(2λ) is available (Theorem 2.10), hence only the Lipschitz certificate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from art_smoothing.noise.base import Noise, certificate, check_positive
+from art_smoothing.noise.uniform import BoxL1Certificates, UniformNoise
+
+__all__ = ["DeterministicSplittingNoise", "SplittingNoise"]
+
+
+def _check_clip(clip_values) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in clip_values)
+    except (TypeError, ValueError):
+        raise ValueError(f"clip_values must be a pair (lo, hi), got {clip_values!r}.") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"clip_values must be finite (lo, hi) with lo < hi, got {clip_values!r}.")
+    return lo, hi
+
+
+class _SplittingBase(Noise):
+    """Shared parameters, representation and the Lipschitz certificate of both splitting noises."""
+
+    norm = 1.0
+    additive = False
+
+    def __init__(self, scale: float, clip_values=(0.0, 1.0)):
+        self.scale = check_positive("scale", scale)
+        self.clip_values = _check_clip(clip_values)
+
+    @property
+    def std(self) -> float:
+        """λ/√3, the standard deviation of the offset s; the convention by which Levine & Feizi and
+        Voráček & Hein report splitting noise (σ ↔ λ = √3σ). The noisy input is not x plus a
+        zero-mean variable, so this is a label for comparisons, not a variance of x̃ − x."""
+        return self.scale / math.sqrt(3.0)
+
+    def _cell_index(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        lo = self.clip_values[0]
+        return torch.ceil((x - lo - s) / (2.0 * self.scale))
+
+    def _represent(self, offset: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.clip_values
+        width = hi - lo
+        return lo + torch.clamp(offset, max=width) + min(2.0 * self.scale, width) * k
+
+    @certificate("lipschitz", norm=1)
+    def _lipschitz(self, p_a, p_b, ctx):
+        """Theorem 2.10 (Levine & Feizi's Theorem 2; no independence needed): P(x̃ ≠ ỹ) ≤ ‖δ‖₁/(2λ)
+        by the union bound over coordinates, so every class probability is 1/(2λ)-Lipschitz in ℓ1.
+        Binary: R = 2λ(p_a − 1/2) (Corollary 2.4); multiclass: R = λ(p_a − p_b) (Corollary 2.13,
+        with Proposition 2.12). Any λ > 0; no box assumption. Lower bound on the true radius because
+        it is monotone in the bounds p_a (lower) and p_b (upper).
+        """
+        if p_b is None:
+            return 2.0 * self.scale * (p_a - 0.5)
+        return self.scale * (p_a - p_b)
+
+
+class SplittingNoise(BoxL1Certificates, _SplittingBase):
+    """Independent splitting noise: one offset s_i ~ U[0, 2λ) per coordinate, λ = ``scale`` (in
+    input units). Certifies ℓ1 balls.
+
+    :param scale: λ > 0. The paper (Theorems 2.10–2.11) covers λ ≥ (hi − lo)/2; smaller λ uses the
+        randomly offset quantization described in the module docstring, with the same certificates.
+    :param clip_values: the input domain (lo, hi) that fixes the representation of the noisy input
+        (the paper's min(s, 1) clip). It does not affect soundness: the certificates hold for any
+        value, and the box certificates use the box passed to :meth:`certified_radius`.
+
+    Certificates: ``lipschitz`` (Corollaries 2.4/2.13), ``cube`` (ℓ∞, as for uniform noise), and the
+    box-constrained ℓ1 ones ``box_closed``, ``box_floor``, ``box_input`` (Corollaries 2.7/2.14,
+    Proposition 2.5, Theorem 2.8 through Theorem 2.11), valid only for adversarial points in the box.
+    """
+
+    name = "splitting"
+
+    def params(self):
+        return {"scale": self.scale, "clip_values": self.clip_values}
+
+    def _sample(self, size, *, generator, device, dtype):
+        # The draw is the vector of offsets s ~ U[0, 2λ)^d, exact and independent across coordinates.
+        return torch.rand(size, generator=generator, device=device, dtype=dtype).mul_(2.0 * self.scale)
+
+    def perturb(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x̃ = lo + min(s, w) + min(2λ, w)·⌈(x − lo − s)/(2λ)⌉ with the offsets s = ``z`` (broadcasting)."""
+        return self._represent(z, self._cell_index(x, z))
+
+    # Theorem 2.11: Proposition 2.1 holds with the same per-coordinate agreement probability
+    # (1 − |δ_i|/(2λ))_+ as the cube overlap, so the uniform ℓ∞ certificate applies verbatim.
+    _cube = UniformNoise._cube
+
+
+class DeterministicSplittingNoise(_SplittingBase):
+    """Derandomized splitting noise (Levine & Feizi, 2021; Voráček & Hein, §2.3.1) for quantized
+    inputs: one offset s ~ U[0, 2λ) shared by all coordinates, λ = ``scale`` in input units.
+
+    The smoothed classifier is h(y) = E_s f(x̃(y, s)) with x̃(y, s) = lo + min(m(s), w) +
+    min(2λ, w)·k(y, s): the cell index k uses s itself, the offset shown to the base classifier is
+    m(s) = (⌊s/Δ⌋ + 1/2)Δ, the centre of the grid step holding s (Δ = w/(levels − 1) the
+    quantization step). Sound for every y ∈ ℝ^d: x̃(y, s) depends on y only through the cell indices,
+    so Theorem 2.10's union bound makes h 1/(2λ)-Lipschitz in ℓ1. On the grid, k(x, s) and m(s) are
+    constant on each grid step of s, so h(x) is an exact finite average (:meth:`exact_draws`):
+    one draw per step of [0, min(2λ, w)) plus, when 2λ > w, one draw of weight (2λ − w)/(2λ) for all
+    offsets s ≥ w (which all give the constant input hi). That is levels draws for λ ≥ w/2 — fewer
+    than the 2qλ of Levine & Feizi, whose draws with s ≥ w coincide — and 2λ/Δ draws otherwise.
+
+    The smoothed probabilities are then exact, and the certificate has no failure probability
+    (``SmoothedClassifier.certify(..., deterministic=True)``). Only the ``lipschitz`` certificate
+    holds: the box certificates of :class:`SplittingNoise` need independent offsets (§2.3.1).
+    ``box_shared`` adds a small box-constrained improvement of our own (see its docstring).
+
+    :param scale: λ > 0; λ < (hi − lo)/2 requires 2λ to be a multiple of the step Δ (it is snapped
+        to the nearest one within 1e-9 relative error).
+    :param levels: number q ≥ 2 of quantization levels of the inputs: lo + jΔ, j = 0..q−1
+        (256 for 8-bit images; 17 for scikit-learn's digits scaled by 1/16).
+    :param clip_values: the input domain (lo, hi).
+    """
+
+    name = "deterministic_splitting"
+
+    def __init__(self, scale: float, levels: int = 256, clip_values=(0.0, 1.0)):
+        super().__init__(scale, clip_values)
+        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or int(levels) < 2:
+            raise ValueError(f"levels must be an integer >= 2 (quantization levels of the inputs), got {levels!r}.")
+        self.levels = int(levels)
+        lo, hi = self.clip_values
+        self.step = (hi - lo) / (self.levels - 1)
+        if 2.0 * self.scale < hi - lo:
+            m = 2.0 * self.scale / self.step
+            if abs(m - round(m)) > 1e-9 * m or round(m) < 1:
+                raise ValueError(
+                    f"scale={scale} < (hi - lo)/2 needs 2*scale to be a multiple of the quantization step "
+                    f"{self.step:g} (levels={self.levels}); use scale = j*{self.step / 2:g} for an integer j, "
+                    f"or scale >= {(hi - lo) / 2:g}."
+                )
+            self.scale = round(m) * self.step / 2.0
+
+    def params(self):
+        return {"scale": self.scale, "levels": self.levels, "clip_values": self.clip_values}
+
+    def _sample(self, size, *, generator, device, dtype):
+        # One offset per draw, shared by all coordinates (its marginals are U[0, 2λ) as Theorem 2.10 asks).
+        s = torch.rand(size[:1], generator=generator, device=device, dtype=dtype).mul_(2.0 * self.scale)
+        return s.reshape((size[0],) + (1,) * (len(size) - 1)).expand(size).contiguous()
+
+    def _grid_offset(self, s: torch.Tensor) -> torch.Tensor:
+        return (torch.floor(s / self.step) + 0.5) * self.step
+
+    def perturb(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x̃ = lo + min(m(s), w) + min(2λ, w)·⌈(x − lo − s)/(2λ)⌉ with the shared offset s = ``z``."""
+        return self._represent(self._grid_offset(z), self._cell_index(x, z))
+
+    # ------------------------------------------------------------------ exact expectation
+    def exact_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """The finite set of offsets and their exact probabilities: ``(offsets, weights)``, float64,
+        weights summing to 1. Representatives are step centres, so grid inputs are half a step away
+        from every cell boundary."""
+        lo, hi = self.clip_values
+        width = hi - lo
+        two_lam = 2.0 * self.scale
+        n_steps = self.levels - 1 if two_lam >= width else round(two_lam / self.step)
+        offsets = (np.arange(n_steps, dtype=np.float64) + 0.5) * self.step
+        weights = np.full(n_steps, self.step / two_lam)
+        if two_lam > width:
+            offsets = np.append(offsets, 0.5 * (width + two_lam))
+            weights = np.append(weights, (two_lam - width) / two_lam)
+        return offsets, weights
+
+    def check_on_grid(self, x) -> None:
+        """Raise ``ValueError`` unless every entry of ``x`` is (to 1e-3 of a step) a grid value lo + jΔ."""
+        arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("x contains NaN or inf: deterministic splitting needs finite quantized inputs.")
+        lo, hi = self.clip_values
+        u = (arr - lo) / self.step
+        off = float(np.max(np.abs(u - np.round(u)))) if arr.size else 0.0
+        if arr.size and (u.min() < -1e-3 or u.max() > self.levels - 1 + 1e-3):
+            raise ValueError(f"x lies outside clip_values=({lo}, {hi}) of the deterministic splitting noise.")
+        if off > 1e-3:
+            raise ValueError(
+                f"Deterministic splitting needs inputs on the quantization grid lo + j*(hi - lo)/(levels - 1) "
+                f"with levels={self.levels}, clip_values=({lo}, {hi}); some input is {off:.3g} steps off the grid. "
+                "Quantize the inputs, set levels to the data's number of levels, or use SplittingNoise "
+                "(Monte Carlo)."
+            )
+
+    def exact_draws(self, x, shape, *, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """The generic hook for exact smoothing: a finite set of draws ``z`` ``(M, *shape)`` and their
+        probabilities ``weights`` ``(M,)`` (float64) such that, for every input of ``x``,
+        h(x) = Σ_j weights_j · f(perturb(x, z_j)) exactly.
+
+        :param x: the inputs that will be smoothed; checked to lie on the quantization grid (the
+            expectation is exact only there).
+        :raises ValueError: when an input is off the grid or outside the box.
+        """
+        self.check_on_grid(x)
+        offsets, weights = self.exact_offsets()
+        shape = tuple(int(s) for s in shape)
+        z = torch.as_tensor(offsets, dtype=dtype, device=device).reshape((-1,) + (1,) * len(shape))
+        return z.expand((len(offsets),) + shape).contiguous(), torch.as_tensor(weights, dtype=torch.float64)
+
+    @certificate("box_shared", norm=1, box=True, differentiable=False)
+    def _box_shared(self, p_a, p_b, ctx):
+        """Box-constrained form for the shared offset (our derivation, not in the papers). For x, y in
+        the box and 2λ ≥ w, coordinate i disagrees iff s falls between x_i − lo and y_i − lo, an
+        interval inside [0, w]; so P(x̃ ≠ ỹ) ≤ min(‖δ‖₁, w)/(2λ) (the union of the intervals is at
+        most as long as their total length and lies in [0, w]). Class A keeps winning while that is
+        below (p_a − p_b)/2: R = inf if w/(2λ) < (p_a − p_b)/2 (every box point is certified), else
+        the Lipschitz radius. For 2λ < w the intervals wrap around modulo 2λ and nothing is gained.
+        Only holds when x and the adversarial point lie in the box ``clip_values`` of the call.
+        """
+        lo, hi = ctx.clip_values
+        gap = (2.0 * p_a - 1.0) if p_b is None else (p_a - p_b)
+        plain = self.scale * gap
+        if 2.0 * self.scale < hi - lo:
+            return plain
+        return torch.where((hi - lo) / (2.0 * self.scale) < 0.5 * gap, torch.full_like(plain, math.inf), plain)
