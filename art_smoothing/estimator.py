@@ -315,13 +315,13 @@ class _SmoothingCore:
         """ART's ``certify``: ``(prediction, radius)`` with prediction -1 and radius 0 on abstention.
 
         Keyword arguments are those of :meth:`certify_detailed` (``norm``, ``method``, ``form``,
-        ``n0``, ``box``, ``verbose``)."""
+        ``n0``, ``box``, ``deterministic``, ``verbose``)."""
         result = self.certify_detailed(x, n, batch_size=batch_size, **kwargs)
         return result.prediction, result.radius
 
     def certify_detailed(self, x: np.ndarray, n: int, batch_size: int = 128, *, norm=None, method: str | None = None,
                          form: str = "binary", n0: int | None = None, box: bool = True,
-                         verbose: bool | None = None) -> CertificationResult:
+                         deterministic: bool = False, verbose: bool | None = None) -> CertificationResult:
         """CERTIFY (Cohen et al., Algorithm 1) with any noise, returning a :class:`CertificationResult`.
 
         :param x: inputs ``(N, *input_shape)``.
@@ -337,6 +337,10 @@ class _SmoothingCore:
         :param n0: selection draws (default ``sample_size``).
         :param box: use box-constrained certificates when the classifier has ``clip_values`` and the
             noise has such certificates (set False to compare with the plain ones).
+        :param deterministic: compute the smoothed class probabilities exactly from the noise's
+            finite, exactly weighted draws (``noise.exact_draws``, e.g. ``DeterministicSplittingNoise``
+            on quantized inputs) instead of sampling: the certificate has no failure probability and
+            ``n``, ``n0``, ``form`` and ``alpha`` play no role (the exact p_A and runner-up p_B are used).
         """
         n = _check_int("n", n)
         n0 = self.sample_size if n0 is None else _check_int("n0", n0)
@@ -351,7 +355,12 @@ class _SmoothingCore:
                                  f"choose one of {self.noise.certificate_methods(target_norm)}.")
         x = self._check_x(x)
         use_box = bool(box) and self.clip_values is not None and any(s.box for s in self.noise._certificates.values())
+        clip = None
+        if use_box:
+            clip = tuple(float(v) for v in np.broadcast_to(np.asarray(self.clip_values, dtype=np.float64), (2,)))
         self._set_eval()
+        if deterministic:
+            return self._certify_exact(x, batch_size, target_norm, method, clip)
         seed = self._call_seed()
         old_verbose = self.verbose
         if verbose is not None:
@@ -376,9 +385,6 @@ class _SmoothingCore:
             p_a = clopper_pearson_lower(n_a, n, alpha_votes / 2.0)
             p_b = np.minimum(clopper_pearson_upper(n_b, n, alpha_votes / 2.0), 1.0 - p_a)
             certified = p_a > p_b
-        clip = None
-        if use_box:
-            clip = tuple(float(v) for v in np.broadcast_to(np.asarray(self.clip_values, dtype=np.float64), (2,)))
         radius = self.noise.certified_radius(
             p_a, None if form == "binary" else p_b, norm=target_norm, dim=self.input_dim, method=method,
             x=x if use_box else None, clip_values=clip,
@@ -391,6 +397,52 @@ class _SmoothingCore:
             n=n, n0=n0, alpha=self.alpha, noise=self.noise, dim=self.input_dim, box=use_box, clip_values=clip,
             seed=self.seed,
         )
+
+    def _certify_exact(self, x: np.ndarray, batch_size: int, norm: float, method: str | None,
+                       clip: tuple[float, float] | None) -> CertificationResult:
+        """CERTIFY without sampling: h(x) = Σ_j w_j · onehot(f(perturb(x, z_j))) over the noise's exact
+        draws, then the noise's certificate on the exact top-two probabilities."""
+        exact_draws = getattr(self.noise, "exact_draws", None)
+        if exact_draws is None:
+            raise ValueError(
+                f"deterministic=True needs a noise with a finite, exactly weighted set of draws (a method "
+                f"exact_draws(x, shape)), e.g. DeterministicSplittingNoise; {type(self.noise).__name__} has none.")
+        z, weights = exact_draws(x, tuple(self.input_shape), device=self._device, dtype=self._noise_dtype)
+        probs = self._exact_probabilities(x, z, weights.to(self._device), batch_size)
+        top = np.sort(probs, axis=1)
+        # Float64 sums of the weights are exact to ~1e-13; widen by 1e-12 so p_a / p_b stay bounds.
+        p_a = np.clip(top[:, -1] - 1e-12, 0.0, 1.0)
+        p_b = np.clip((top[:, -2] if probs.shape[1] > 1 else np.zeros(len(probs))) + 1e-12, 0.0, 1.0)
+        certified = p_a > p_b
+        radius = self.noise.certified_radius(p_a, p_b, norm=norm, dim=self.input_dim, method=method,
+                                             x=x if clip is not None else None, clip_values=clip)
+        return CertificationResult(
+            prediction=np.where(certified, probs.argmax(axis=1), -1).astype(np.int64),
+            radius=np.where(certified, radius, 0.0), norm=norm, method=method, form="exact",
+            p_a_lower=p_a, p_b_upper=p_b, counts=np.zeros(probs.shape, np.int64),
+            counts_selection=np.zeros(probs.shape, np.int64), n=0, n0=0, alpha=0.0, noise=self.noise,
+            dim=self.input_dim, box=clip is not None, clip_values=clip, seed=self.seed,
+            extra={"probabilities": probs, "draws": int(z.shape[0])},
+        )
+
+    def _exact_probabilities(self, x: np.ndarray, z: torch.Tensor, weights: torch.Tensor,
+                             batch_size: int) -> np.ndarray:
+        """(N, nb_classes) float64: Σ_j weights_j [f(perturb(x_i, z_j)) = c], ``batch_size`` pairs per pass."""
+        n_inputs, n_classes, m = x.shape[0], self.nb_classes, z.shape[0]
+        probs = torch.zeros((n_inputs, n_classes), dtype=torch.float64, device=self._device)
+        group = max(1, min(max(n_inputs, 1), _GROUP_ELEMENTS // max(1, self.input_dim)))
+        with torch.no_grad():
+            for g0 in range(0, n_inputs, group):
+                xg = torch.as_tensor(x[g0:g0 + group], device=self._device).to(z.dtype)
+                flat = probs[g0:g0 + group].view(-1)
+                total = xg.shape[0] * m
+                for p0 in range(0, total, batch_size):
+                    p = torch.arange(p0, min(p0 + batch_size, total), device=self._device)
+                    i = torch.div(p, m, rounding_mode="floor")
+                    j = p - i * m
+                    labels = self._labels(self.noise.perturb(xg.index_select(0, i), z.index_select(0, j)))
+                    flat.index_add_(0, i * n_classes + labels, weights.index_select(0, j))
+        return probs.cpu().numpy()
 
     def _set_eval(self) -> None:
         pass
