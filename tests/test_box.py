@@ -411,3 +411,31 @@ def test_input_validation_messages():
     # the existing plain certificates are unchanged and stay the default without a box
     assert noise.certified_radius(0.9, norm=1) == pytest.approx(2 * 0.5 * 0.4)
     assert set(noise.certificate_methods(1, box=False)) == {"lipschitz", "cube"}
+
+
+# ---------------------------------------------------------------- estimator integration
+def test_estimator_uses_the_box_automatically_and_box_false_switches_it_off():
+    from art_smoothing import SmoothedClassifier
+    from tests.conftest import linear_classifier
+
+    w, b = np.array([1.0, 1.0, 0.5]), -0.3
+    x = np.array([[1.0, 0.9, 0.0], [0.6, 0.7, 0.9]], dtype=np.float32)
+    truth = [box_l1_distance(xi.astype(np.float64), w, b) for xi in x]
+    noise = UniformNoise(2.0)
+    sm = SmoothedClassifier(linear_classifier(w, b, clip_values=(0.0, 1.0)), noise=noise, sample_size=50, seed=3)
+    boxed = sm.certify_detailed(x, n=2000, norm=1)
+    plain = sm.certify_detailed(x, n=2000, norm=1, box=False)
+    np.testing.assert_array_equal(boxed.counts, plain.counts)  # same seed, same votes
+    assert boxed.box and not plain.box and boxed.clip_values == (0.0, 1.0)
+    assert np.all(boxed.radius >= plain.radius) and np.any(boxed.radius > plain.radius)
+    assert np.all(boxed.radius <= np.array(truth) * (1 + REL))
+    np.testing.assert_allclose(boxed.radius, noise.certified_radius(boxed.p_a_lower, norm=1, x=x, clip_values=(0, 1)))
+    np.testing.assert_allclose(boxed.radius_for(norm=1, x=x), boxed.radius)
+    # a base classifier without clip_values certifies with the plain certificates
+    free = SmoothedClassifier(linear_classifier(w, b), noise=noise, sample_size=50, seed=3)
+    unboxed = free.certify_detailed(x, n=2000, norm=1)
+    assert not unboxed.box
+    np.testing.assert_allclose(unboxed.radius, plain.radius)
+    # inputs outside the classifier's box are refused by the box certificate with a clear message
+    with pytest.raises(ValueError, match="outside clip_values"):
+        sm.certify_detailed(x + 0.5, n=100, norm=1)

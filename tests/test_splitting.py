@@ -283,3 +283,81 @@ def test_deterministic_validation():
     with pytest.raises(ValueError, match="levels"):
         DeterministicSplittingNoise(0.75, levels=1)
     assert DeterministicSplittingNoise(2 / 255, levels=256).exact_offsets()[0].shape == (4,)
+
+
+# ---------------------------------------------------------------- estimator integration
+class AllBelowOne(torch.nn.Module):
+    """Class 1 iff every noisy coordinate is <= 1: under splitting noise (λ >= 1/2) h_1(y) = Π(1 − y_i/(2λ))."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, u):
+        inside = (u.reshape(u.shape[0], -1) <= 1.0).all(1).float()
+        return torch.stack([1 - inside, inside], 1) + 0 * self.dummy
+
+
+class RoughClassifier(torch.nn.Module):
+    def __init__(self, d, n_classes=3, seed=0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.w = torch.nn.Parameter(torch.randn(n_classes, d, generator=gen))
+        self.c = torch.nn.Parameter(torch.randn(n_classes, generator=gen))
+
+    def forward(self, u):
+        return torch.sin(7.0 * u.reshape(u.shape[0], -1)) @ self.w.T + self.c
+
+
+def test_estimator_splitting_noise_end_to_end_over_claim_rate():
+    """Non-additive noise through SmoothedClassifier (no special case): with the AllBelowOne model the
+    true radius is known; over T seeded certifications the over-claims are Binomial(T, <= α), and we allow
+    the 99.9% quantile of Binomial(T, α)."""
+    from scipy.stats import binom
+
+    from art_smoothing import SmoothedClassifier
+    from art_smoothing.models import make_classifier
+
+    lam, x = 1.5, np.array([[0.3, 0.0]], dtype=np.float32)
+    g = np.linspace(0, 1, 801)
+    yy = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    truth = np.abs(yy[product_classifier_h(yy, lam) <= 0.5] - x[0]).sum(1).min()
+    base = make_classifier(AllBelowOne(), (2,), 2, clip_values=(0.0, 1.0))
+    alpha, trials, over, gains = 0.05, 300, 0, 0
+    for seed in range(trials):
+        sm = SmoothedClassifier(base, noise=SplittingNoise(lam), sample_size=20, alpha=alpha, seed=seed)
+        res = sm.certify_detailed(x, n=300, batch_size=400, norm=1)
+        assert res.prediction[0] in (1, -1)
+        over += int(res.prediction[0] == 1 and res.radius[0] > truth * (1 + REL))
+        gains += int(res.radius[0] > res.radius_for(norm=1, method="lipschitz")[0])
+    assert over <= binom.ppf(0.999, trials, alpha)
+    assert gains > trials // 2
+
+
+def test_estimator_deterministic_splitting_is_exact_and_seed_free():
+    from art_smoothing import SmoothedClassifier
+    from art_smoothing.models import make_classifier
+
+    d, levels, lam = 4, 9, 0.75
+    model = RoughClassifier(d, seed=2)
+    base = make_classifier(model, (d,), 3, clip_values=(0.0, 1.0))
+    noise = DeterministicSplittingNoise(lam, levels=levels)
+    x = (np.random.default_rng(0).integers(0, levels, size=(6, d)) / (levels - 1)).astype(np.float32)
+    a = SmoothedClassifier(base, noise=noise, seed=1).certify_detailed(x, n=1, batch_size=7, deterministic=True)
+    b = SmoothedClassifier(base, noise=noise, seed=2).certify_detailed(x, n=1, deterministic=True, box=False)
+    with torch.no_grad():
+        f = lambda u: model(u.float()).argmax(-1)
+        expected = np.stack([exact_draw_h(noise, f, xi.astype(np.float64)) for xi in x])
+    np.testing.assert_allclose(a.extra["probabilities"], expected, atol=1e-12)
+    np.testing.assert_array_equal(a.extra["probabilities"], b.extra["probabilities"])
+    assert a.form == "exact" and a.extra["draws"] == levels
+    top = np.sort(expected, 1)
+    ok = top[:, -1] > top[:, -2]
+    np.testing.assert_array_equal(a.prediction, np.where(ok, expected.argmax(1), -1))
+    np.testing.assert_allclose(b.radius, np.where(ok, lam * (top[:, -1] - top[:, -2]), 0.0), atol=1e-9)
+    assert np.all(a.radius >= b.radius)
+    sm = SmoothedClassifier(base, noise=noise)
+    with pytest.raises(ValueError, match="quantization grid"):
+        sm.certify(np.clip(x + 0.01, 0, 1), n=1, deterministic=True)
+    with pytest.raises(ValueError, match="finite, exactly weighted set of draws"):
+        SmoothedClassifier(base, noise=SplittingNoise(lam)).certify(x, n=1, deterministic=True)
