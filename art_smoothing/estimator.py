@@ -537,7 +537,7 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
             x_pre, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=no_grad)
         else:  # numpy defences: ART can only run them on numpy arrays
             x_np, _ = self._apply_preprocessing(x.detach().cpu().numpy(), y=None, fit=False)
-            x_pre = torch.as_tensor(x_np, device=self._device)
+            x_pre = torch.as_tensor(x_np, device=self._device).to(x.dtype)  # some ART defences return float64
         out = self._model(x_pre)[-1]
         if self.postprocessing_defences:
             post = self._apply_postprocessing(preds=out.detach().cpu().numpy(), fit=False)
