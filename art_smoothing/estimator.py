@@ -22,7 +22,12 @@ Nothing requires independence across inputs, so draws are shared: the noise stre
 blocks whose generators are seeded from ``(seed, stage, block index)``; every input sees the same
 blocks. A block is drawn once per group of inputs and reused for all of them, so drawing noise
 costs a vanishing fraction of the forward passes. It also makes every input's draws — hence its
-prediction and radius — independent of how the data set is batched or split across workers.
+prediction and radius — independent of how the data set is batched or split across workers
+(``backend="ray"``, :mod:`art_smoothing.distributed`): a forward pass holds one input's draws only,
+cut at fixed offsets of the block, so the tensors the model sees do not depend on the partition
+either. Bit-identical votes then need only the same ``batch_size``, the same intra-op thread count
+and the same hardware/kernels (on CUDA: ``torch.backends.cudnn.deterministic = True``); otherwise
+logits may differ in the last bits and a vote can change only where two logits tie to rounding.
 Consequence to know: the certification errors of different inputs are correlated (the expected
 number of wrong certificates is still at most α·N).
 """
@@ -254,25 +259,18 @@ class _SmoothingCore:
         return counts
 
     def _count_block(self, xg: torch.Tensor, z: torch.Tensor, counts: torch.Tensor, batch_size: int) -> None:
-        """Add the votes of every (input in xg) × (draw in z) pair to ``counts``, ``batch_size`` pairs
-        per forward pass."""
-        n_in, k = xg.shape[0], z.shape[0]
+        """Add the votes of every (input in xg) × (draw in z) pair to ``counts``.
+
+        A forward pass never mixes inputs: input i's pass c is ``perturb(x_i, z[c·b:(c+1)·b])`` with
+        ``b = batch_size``, a tensor fixed by (x_i, seed, stage, block, c, b) alone. Kernels can round
+        a row differently depending on the batch it sits in (CPU GEMM paths change with the batch
+        size, cuDNN picks algorithms by shape), so packing several inputs into one pass would make a
+        near-tie's vote depend on which inputs happen to share the call — i.e. on partitioning."""
         n_classes = counts.shape[1]
-        flat = counts.view(-1)
-        total = n_in * k
-        for p0 in range(0, total, batch_size):
-            p1 = min(p0 + batch_size, total)
-            i0, i1 = p0 // k, (p1 - 1) // k
-            if i0 == i1:  # one input: broadcast, no gather
-                noisy = self.noise.perturb(xg[i0:i0 + 1], z[p0 - i0 * k:p1 - i0 * k])
-                labels = self._labels(noisy)
-                counts[i0] += torch.bincount(labels, minlength=n_classes)[:n_classes]
-            else:
-                p = torch.arange(p0, p1, device=xg.device)
-                i = torch.div(p, k, rounding_mode="floor")
-                noisy = self.noise.perturb(xg.index_select(0, i), z.index_select(0, p - i * k))
-                labels = self._labels(noisy)
-                flat.index_add_(0, i * n_classes + labels, torch.ones_like(labels))
+        for i in range(xg.shape[0]):
+            for p0 in range(0, z.shape[0], batch_size):
+                labels = self._labels(self.noise.perturb(xg[i:i + 1], z[p0:p0 + batch_size]))
+                counts[i] += torch.bincount(labels, minlength=n_classes)[:n_classes]
 
     # ------------------------------------------------------------------ PREDICT
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
@@ -315,13 +313,14 @@ class _SmoothingCore:
         """ART's ``certify``: ``(prediction, radius)`` with prediction -1 and radius 0 on abstention.
 
         Keyword arguments are those of :meth:`certify_detailed` (``norm``, ``method``, ``form``,
-        ``n0``, ``box``, ``deterministic``, ``verbose``)."""
+        ``n0``, ``box``, ``deterministic``, ``verbose``, ``backend``)."""
         result = self.certify_detailed(x, n, batch_size=batch_size, **kwargs)
         return result.prediction, result.radius
 
     def certify_detailed(self, x: np.ndarray, n: int, batch_size: int = 128, *, norm=None, method: str | None = None,
                          form: str = "binary", n0: int | None = None, box: bool = True,
-                         deterministic: bool = False, verbose: bool | None = None) -> CertificationResult:
+                         deterministic: bool = False, verbose: bool | None = None,
+                         backend: Any = "local") -> CertificationResult:
         """CERTIFY (Cohen et al., Algorithm 1) with any noise, returning a :class:`CertificationResult`.
 
         :param x: inputs ``(N, *input_shape)``.
@@ -341,7 +340,14 @@ class _SmoothingCore:
             finite, exactly weighted draws (``noise.exact_draws``, e.g. ``DeterministicSplittingNoise``
             on quantized inputs) instead of sampling: the certificate has no failure probability and
             ``n``, ``n0``, ``form`` and ``alpha`` play no role (the exact p_A and runner-up p_B are used).
+        :param backend: ``"local"`` (this process), ``"ray"`` or an
+            :class:`art_smoothing.distributed.RayBackend` (inputs split over Ray workers; with a fixed
+            seed the result is the local one, bit for bit — see :mod:`art_smoothing.distributed`).
         """
+        if not (isinstance(backend, str) and backend == "local"):
+            from art_smoothing.distributed import resolve_backend
+
+            backend = resolve_backend(backend)  # ValueError for unknown backends; never imports ray
         n = _check_int("n", n)
         n0 = self.sample_size if n0 is None else _check_int("n0", n0)
         batch_size = _check_int("batch_size", batch_size)
@@ -358,6 +364,9 @@ class _SmoothingCore:
         clip = None
         if use_box:
             clip = tuple(float(v) for v in np.broadcast_to(np.asarray(self.clip_values, dtype=np.float64), (2,)))
+        if backend != "local":
+            return backend.certify_detailed(self, x, n, batch_size, norm=norm, method=method, form=form, n0=n0,
+                                            box=box, deterministic=deterministic, verbose=verbose)
         self._set_eval()
         if deterministic:
             return self._certify_exact(x, batch_size, target_norm, method, clip)
