@@ -176,16 +176,19 @@ def random_classifier(d, n_classes=3, seed=0):
 
 
 def exact_h(noise, f, y, n_classes=3):
-    """h(y) = E_s f(x̃(y, s)) for ONE shared offset s ~ U[0, 2λ), exactly for any y (on or off the grid):
-    x̃ is constant between the breakpoints {grid steps jΔ, w} ∪ {cell boundaries (y_i − lo) mod 2λ}."""
-    lo, hi = noise.clip_values
+    """h(y) = E_s f(x̃(y, s)) for the driving offset s ~ U[0, 2λ) (coordinate offsets s_i = (s + v_i) mod 2λ),
+    exactly for any y (on or off the grid): x̃ is constant between the breakpoints in s, namely the grid
+    steps jΔ (v is on the grid) and the cell boundaries s ≡ y_i − lo − v_i (mod 2λ)."""
+    lo = noise.clip_values[0]
     two_lam = 2 * noise.scale
-    cuts = [np.arange(0, two_lam, noise.step), [hi - lo], np.mod(np.asarray(y, np.float64) - lo, two_lam)]
+    y = np.asarray(y, np.float64)
+    v = noise.offset_vector(y.shape)
+    cuts = [np.arange(0, two_lam, noise.step), np.mod(y - lo - v, two_lam)]
     cuts = np.unique(np.clip(np.concatenate([np.ravel(c) for c in cuts] + [[0.0, two_lam]]), 0, two_lam))
     mids, lengths = 0.5 * (cuts[1:] + cuts[:-1]), np.diff(cuts)
     keep = lengths > 0
-    z = torch.as_tensor(mids[keep])[:, None].expand(-1, len(y))
-    labels = f(noise.perturb(torch.as_tensor(y, dtype=torch.float64)[None], z))
+    z = torch.as_tensor(np.mod(mids[keep][:, None] + v[None], two_lam))
+    labels = f(noise.perturb(torch.as_tensor(y)[None], z))
     return np.bincount(labels.numpy(), weights=lengths[keep] / two_lam, minlength=n_classes)
 
 
@@ -198,31 +201,31 @@ def exact_draw_h(noise, f, x, n_classes=3):
 @pytest.mark.parametrize("lam,levels", [(0.75, 17), (0.5, 17), (3.0, 9), (0.125, 17), (0.25, 5)])
 def test_exact_draws_equal_the_expectation_over_the_shared_offset(lam, levels):
     noise = DeterministicSplittingNoise(lam, levels=levels)
-    offsets, weights = noise.exact_offsets()
-    assert weights.sum() == pytest.approx(1.0, abs=1e-14)
-    expected_count = levels if 2 * lam >= 1 else round(2 * lam * (levels - 1))
-    if 2 * lam == 1:
-        expected_count = levels - 1  # no offsets beyond the box
-    assert len(offsets) == expected_count <= max(levels, math.ceil(2 * lam * levels))
-    rng = np.random.default_rng(0)
     d = 6
+    z, weights = noise.exact_draws(np.zeros((1, d)), (d,), dtype=torch.float64)
+    # Levine & Feizi's count: 2qλ draws with q = 1/Δ = levels - 1 steps per unit
+    assert len(z) == round(2 * lam * (levels - 1)) and weights.sum().item() == pytest.approx(1.0, abs=1e-14)
+    v = torch.as_tensor(noise.offset_vector((d,)))
+    assert bool(((v >= 0) & (v < 2 * lam)).all())
+    rng = np.random.default_rng(0)
     f = random_classifier(d)
     for _ in range(10):
         x = rng.integers(0, levels, size=d) / (levels - 1)
         np.testing.assert_allclose(exact_draw_h(noise, f, x), exact_h(noise, f, x), atol=1e-12)
-        # the noisy input itself is constant on each offset step: random s map to their representative
+        # the noisy input itself is constant while s stays in one grid step: random s give the same x̃ as
+        # the step's representative draw
         s = torch.rand(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 * lam
-        idx = torch.clamp(torch.floor(s / noise.step), max=len(offsets) - 1).long()
-        rep = torch.as_tensor(offsets)[idx]
+        z_s = torch.remainder(s[:, None] + v, 2 * lam)
+        rep = z[torch.floor(s / noise.step).long()]
         xt = torch.as_tensor(x)[None]
-        assert torch.equal(noise.perturb(xt, s[:, None].expand(-1, d)), noise.perturb(xt, rep[:, None].expand(-1, d)))
+        assert torch.equal(noise.perturb(xt, z_s), noise.perturb(xt, rep))
 
 
 @pytest.mark.parametrize("lam,levels", [(0.75, 17), (2.0, 17), (0.25, 9)])
 def test_deterministic_certificate_is_sound_for_off_grid_adversaries(lam, levels):
     """Exact h at grid x and at random y (off the grid, inside and outside the box): every class
-    probability moves by at most ‖δ‖₁/(2λ) (Theorem 2.10), and by at most min(‖δ‖₁, w)/(2λ) inside the
-    box when 2λ >= w (``box_shared``); the certified radius never lets the top class lose."""
+    probability moves by at most ‖δ‖₁/(2λ) (Theorem 2.10), so the certified radius never lets the top
+    class lose."""
     noise = DeterministicSplittingNoise(lam, levels=levels)
     rng = np.random.default_rng(1)
     d = 4
@@ -231,7 +234,6 @@ def test_deterministic_certificate_is_sound_for_off_grid_adversaries(lam, levels
         x = rng.integers(0, levels, size=d) / (levels - 1)
         hx = exact_draw_h(noise, f, x)
         top2 = np.sort(hx)[::-1]
-        r = float(noise.certified_radius(top2[0], top2[1], norm=1, x=x[None], clip_values=(0, 1)))
         r_plain = float(noise.certified_radius(top2[0], top2[1], norm=1))
         assert r_plain == pytest.approx(lam * (top2[0] - top2[1]))
         for _ in range(30):
@@ -241,48 +243,49 @@ def test_deterministic_certificate_is_sound_for_off_grid_adversaries(lam, levels
             hy = exact_h(noise, f, y)
             dist = np.abs(y - x).sum()
             assert np.all(np.abs(hy - hx) <= dist / (2 * lam) + 1e-12)
-            inside = np.all((y >= 0) & (y <= 1))
-            if inside and 2 * lam >= 1:
-                assert np.all(np.abs(hy - hx) <= min(dist, 1.0) / (2 * lam) + 1e-12)
-            if dist < r_plain or (inside and dist < r):
+            if dist < r_plain:
                 assert np.argmax(hy) == np.argmax(hx) and hy.max() > np.sort(hy)[-2]
 
 
-def test_box_shared_certifies_whole_box_only_when_justified():
+def test_deterministic_noise_has_only_the_lipschitz_certificate():
+    """No independence across coordinates: the box certificates of the independent noise do not hold."""
     noise = DeterministicSplittingNoise(2.0, levels=17)
+    assert noise.certificate_methods(1) == ["lipschitz"]
     x = np.zeros((2, 5))
-    r = noise.certified_radius([0.9, 0.7], [0.05, 0.2], norm=1, x=x, clip_values=(0, 1))
-    # w/(2λ) = 0.25 < (p_a − p_b)/2 = 0.425 -> inf; 0.25 >= 0.25 -> the Lipschitz radius
-    assert math.isinf(r[0]) and r[1] == pytest.approx(2.0 * 0.5)
-    assert set(noise.certificate_methods(1)) == {"lipschitz", "box_shared"}
-    # no independence: the box certificates of the independent noise are not offered
-    assert "box_input" not in noise.certificate_methods(1)
+    np.testing.assert_allclose(noise.certified_radius([0.9, 0.7], [0.05, 0.2], norm=1, x=x, clip_values=(0, 1)),
+                               [2.0 * 0.85, 2.0 * 0.5])
 
 
-def test_deterministic_sampler_shares_the_offset_and_is_uniform():
-    noise = DeterministicSplittingNoise(0.75, levels=256)
+def test_deterministic_sampler_has_uniform_marginals_driven_by_one_offset():
+    noise = DeterministicSplittingNoise(0.75, levels=17)
     z = noise.sample(20000, (1, 3, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     flat = z.reshape(20000, -1)
-    assert torch.equal(flat, flat[:, :1].expand_as(flat))
-    assert stats.kstest(flat[:, 0].numpy(), stats.uniform(scale=1.5).cdf).pvalue > 1e-3
+    v = torch.as_tensor(noise.offset_vector((1, 3, 3))).reshape(-1)
+    s = torch.remainder(flat - v, 1.5)  # the driving offset, the same for every coordinate
+    assert torch.allclose(s, s[:, :1].expand_as(s), atol=1e-12)
+    for i in (0, 4, 8):
+        assert stats.kstest(flat[:, i].numpy(), stats.uniform(scale=1.5).cdf).pvalue > 1e-3
+    assert len(set(v.tolist())) > 1  # the fixed offsets decorrelate the coordinates
 
 
 def test_deterministic_validation():
-    noise = DeterministicSplittingNoise(0.75, levels=256)
+    noise = DeterministicSplittingNoise(192 / 255, levels=256)
     on_grid = np.round(np.random.default_rng(0).uniform(size=(2, 1, 4, 4)) * 255) / 255
     z, w = noise.exact_draws(on_grid.astype(np.float32), (1, 4, 4))
-    assert z.shape == (256, 1, 4, 4) and w.dtype == torch.float64
+    assert z.shape == (384, 1, 4, 4) and w.dtype == torch.float64
     with pytest.raises(ValueError, match="quantization grid"):
         noise.exact_draws(on_grid + 0.3 / 255, (1, 4, 4))
     with pytest.raises(ValueError, match="outside clip_values"):
         noise.exact_draws(on_grid + 1.0, (1, 4, 4))
     with pytest.raises(ValueError, match="NaN or inf"):
         noise.exact_draws(np.full((1, 3), np.nan), (3,))
-    with pytest.raises(ValueError, match="multiple of the quantization step"):
-        DeterministicSplittingNoise(0.101, levels=256)
+    with pytest.raises(ValueError, match="multiple of half the quantization step"):
+        DeterministicSplittingNoise(0.75, levels=256)
     with pytest.raises(ValueError, match="levels"):
         DeterministicSplittingNoise(0.75, levels=1)
-    assert DeterministicSplittingNoise(2 / 255, levels=256).exact_offsets()[0].shape == (4,)
+    with pytest.raises(ValueError, match="offset_seed"):
+        DeterministicSplittingNoise(0.75, levels=17, offset_seed=-1)
+    assert DeterministicSplittingNoise(2 / 255, levels=256).n_draws == 4
 
 
 # ---------------------------------------------------------------- estimator integration
@@ -350,12 +353,12 @@ def test_estimator_deterministic_splitting_is_exact_and_seed_free():
         expected = np.stack([exact_draw_h(noise, f, xi.astype(np.float64)) for xi in x])
     np.testing.assert_allclose(a.extra["probabilities"], expected, atol=1e-12)
     np.testing.assert_array_equal(a.extra["probabilities"], b.extra["probabilities"])
-    assert a.form == "exact" and a.extra["draws"] == levels
+    assert a.form == "exact" and a.extra["draws"] == round(2 * lam * (levels - 1))
     top = np.sort(expected, 1)
     ok = top[:, -1] > top[:, -2]
     np.testing.assert_array_equal(a.prediction, np.where(ok, expected.argmax(1), -1))
     np.testing.assert_allclose(b.radius, np.where(ok, lam * (top[:, -1] - top[:, -2]), 0.0), atol=1e-9)
-    assert np.all(a.radius >= b.radius)
+    np.testing.assert_array_equal(a.radius, b.radius)  # no box certificate for the dependent offsets
     sm = SmoothedClassifier(base, noise=noise)
     with pytest.raises(ValueError, match="quantization grid"):
         sm.certify(np.clip(x + 0.01, 0, 1), n=1, deterministic=True)

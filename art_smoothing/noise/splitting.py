@@ -23,7 +23,7 @@ fall in different cells with probability min(1, |x − y|/(2λ)) (a uniformly of
 separates them). With independent s_i (:class:`SplittingNoise`) the copies at x and y agree with
 probability Π_i (1 − |δ_i|/(2λ))_+ — the cube overlap of uniform noise — so Proposition 2.1/2.12 and
 every uniform ℓ1 certificate apply (Theorem 2.11), the box-constrained ones included. With one
-offset shared by all coordinates (:class:`DeterministicSplittingNoise`) only the union bound
+uniform offset driving all coordinates (:class:`DeterministicSplittingNoise`) only the union bound
 P(x̃ ≠ ỹ) ≤ ‖δ‖₁/(2λ) is available (Theorem 2.10), hence only the Lipschitz certificate.
 """
 
@@ -124,80 +124,84 @@ class SplittingNoise(BoxL1Certificates, _SplittingBase):
 
 class DeterministicSplittingNoise(_SplittingBase):
     """Derandomized splitting noise (Levine & Feizi, 2021; Voráček & Hein, §2.3.1) for quantized
-    inputs: one offset s ~ U[0, 2λ) shared by all coordinates, λ = ``scale`` in input units.
+    inputs, λ = ``scale`` in input units.
 
-    The smoothed classifier is h(y) = E_s f(x̃(y, s)) with x̃(y, s) = lo + min(m(s), w) +
-    min(2λ, w)·k(y, s): the cell index k uses s itself, the offset shown to the base classifier is
-    m(s) = (⌊s/Δ⌋ + 1/2)Δ, the centre of the grid step holding s (Δ = w/(levels − 1) the
-    quantization step). Sound for every y ∈ ℝ^d: x̃(y, s) depends on y only through the cell indices,
-    so Theorem 2.10's union bound makes h 1/(2λ)-Lipschitz in ℓ1. On the grid, k(x, s) and m(s) are
-    constant on each grid step of s, so h(x) is an exact finite average (:meth:`exact_draws`):
-    one draw per step of [0, min(2λ, w)) plus, when 2λ > w, one draw of weight (2λ − w)/(2λ) for all
-    offsets s ≥ w (which all give the constant input hi). That is levels draws for λ ≥ w/2 — fewer
-    than the 2qλ of Levine & Feizi, whose draws with s ≥ w coincide — and 2λ/Δ draws otherwise.
+    One uniform offset s ~ U[0, 2λ) drives all coordinates through a fixed vector v of grid multiples
+    (drawn once from ``offset_seed``, the same for every input): s_i = (s + v_i) mod 2λ. Each s_i is
+    uniform on [0, 2λ), which is all Theorem 2.10 needs, while the coordinates are no longer
+    independent. (With v = 0 every draw with s ≥ w would blank the whole image; v spreads those
+    coordinates over the draws, as in Levine & Feizi.) The noisy input is x̃_i = lo + min(m(s_i), w) +
+    min(2λ, w)·k(x_i, s_i): the cell index k uses s_i itself, the offset shown to the base classifier is
+    m(s_i) = (⌊s_i/Δ⌋ + 1/2)Δ, the centre of the grid step holding s_i (Δ = w/(levels − 1)).
 
-    The smoothed probabilities are then exact, and the certificate has no failure probability
-    (``SmoothedClassifier.certify(..., deterministic=True)``). Only the ``lipschitz`` certificate
-    holds: the box certificates of :class:`SplittingNoise` need independent offsets (§2.3.1).
-    ``box_shared`` adds a small box-constrained improvement of our own (see its docstring).
+    Soundness for every y ∈ ℝ^d: x̃(y, s) depends on y only through the cell indices, so the union bound
+    of Theorem 2.10 makes every class probability of h(y) = E_s f(x̃(y, s)) 1/(2λ)-Lipschitz in ℓ1.
+    Exactness on the grid: with 2λ a multiple of Δ and v on the grid, every x̃_i is constant while s stays
+    inside one grid step, so h(x) is the average of f over the 2λ/Δ step centres — Levine & Feizi's
+    2qλ evaluations with q = 1/Δ (:meth:`exact_draws`).
 
-    :param scale: λ > 0; λ < (hi − lo)/2 requires 2λ to be a multiple of the step Δ (it is snapped
-        to the nearest one within 1e-9 relative error).
+    The smoothed probabilities are then exact and the certificate has no failure probability
+    (``SmoothedClassifier.certify(..., deterministic=True)``). Only the ``lipschitz`` certificate holds:
+    the box certificates of :class:`SplittingNoise` need independent offsets (§2.3.1).
+
+    :param scale: λ > 0, a multiple of Δ/2 (snapped to the nearest one within 1e-9 relative error).
     :param levels: number q ≥ 2 of quantization levels of the inputs: lo + jΔ, j = 0..q−1
         (256 for 8-bit images; 17 for scikit-learn's digits scaled by 1/16).
     :param clip_values: the input domain (lo, hi).
+    :param offset_seed: seed of the fixed offset vector v.
     """
 
     name = "deterministic_splitting"
 
-    def __init__(self, scale: float, levels: int = 256, clip_values=(0.0, 1.0)):
+    def __init__(self, scale: float, levels: int = 256, clip_values=(0.0, 1.0), offset_seed: int = 0):
         super().__init__(scale, clip_values)
         if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or int(levels) < 2:
             raise ValueError(f"levels must be an integer >= 2 (quantization levels of the inputs), got {levels!r}.")
+        if isinstance(offset_seed, bool) or not isinstance(offset_seed, (int, np.integer)) or offset_seed < 0:
+            raise ValueError(f"offset_seed must be an integer >= 0, got {offset_seed!r}.")
         self.levels = int(levels)
+        self.offset_seed = int(offset_seed)
         lo, hi = self.clip_values
         self.step = (hi - lo) / (self.levels - 1)
-        if 2.0 * self.scale < hi - lo:
-            m = 2.0 * self.scale / self.step
-            if abs(m - round(m)) > 1e-9 * m or round(m) < 1:
-                raise ValueError(
-                    f"scale={scale} < (hi - lo)/2 needs 2*scale to be a multiple of the quantization step "
-                    f"{self.step:g} (levels={self.levels}); use scale = j*{self.step / 2:g} for an integer j, "
-                    f"or scale >= {(hi - lo) / 2:g}."
-                )
-            self.scale = round(m) * self.step / 2.0
+        m = 2.0 * self.scale / self.step
+        if abs(m - round(m)) > 1e-9 * m or round(m) < 1:
+            raise ValueError(
+                f"scale={scale} must be a multiple of half the quantization step, {self.step / 2:g} "
+                f"(levels={self.levels}, clip_values=({lo}, {hi})), so that the expectation is a finite sum; "
+                f"e.g. scale={max(1, round(m)) * self.step / 2:g}."
+            )
+        self.n_draws = round(m)
+        self.scale = self.n_draws * self.step / 2.0
 
     def params(self):
-        return {"scale": self.scale, "levels": self.levels, "clip_values": self.clip_values}
+        return {"scale": self.scale, "levels": self.levels, "clip_values": self.clip_values,
+                "offset_seed": self.offset_seed}
+
+    def offset_vector(self, shape) -> np.ndarray:
+        """The fixed offsets v (float64, shaped like one input): grid multiples uniform on [0, 2λ)."""
+        shape = tuple(int(s) for s in shape)
+        rng = np.random.default_rng([self.offset_seed, int(np.prod(shape)) if shape else 1])
+        return rng.integers(0, self.n_draws, size=shape).astype(np.float64) * self.step
+
+    def _offsets(self, s: torch.Tensor, shape, device, dtype) -> torch.Tensor:
+        """Per-coordinate offsets (s + v) mod 2λ, ``(len(s), *shape)``, computed in float64."""
+        v = torch.as_tensor(self.offset_vector(shape), device=device)
+        s = s.to(device=device, dtype=torch.float64).reshape((-1,) + (1,) * len(shape))
+        return torch.remainder(s + v, 2.0 * self.scale).to(dtype)
 
     def _sample(self, size, *, generator, device, dtype):
-        # One offset per draw, shared by all coordinates (its marginals are U[0, 2λ) as Theorem 2.10 asks).
-        s = torch.rand(size[:1], generator=generator, device=device, dtype=dtype).mul_(2.0 * self.scale)
-        return s.reshape((size[0],) + (1,) * (len(size) - 1)).expand(size).contiguous()
+        # One uniform s per draw, shared by all coordinates through the fixed offsets v (uniform marginals).
+        s = torch.rand(size[:1], generator=generator, device=device, dtype=torch.float64) * (2.0 * self.scale)
+        return self._offsets(s, size[1:], device, dtype)
 
     def _grid_offset(self, s: torch.Tensor) -> torch.Tensor:
         return (torch.floor(s / self.step) + 0.5) * self.step
 
     def perturb(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """x̃ = lo + min(m(s), w) + min(2λ, w)·⌈(x − lo − s)/(2λ)⌉ with the shared offset s = ``z``."""
+        """x̃ = lo + min(m(s_i), w) + min(2λ, w)·⌈(x − lo − s_i)/(2λ)⌉ with the offsets s_i = ``z``."""
         return self._represent(self._grid_offset(z), self._cell_index(x, z))
 
     # ------------------------------------------------------------------ exact expectation
-    def exact_offsets(self) -> tuple[np.ndarray, np.ndarray]:
-        """The finite set of offsets and their exact probabilities: ``(offsets, weights)``, float64,
-        weights summing to 1. Representatives are step centres, so grid inputs are half a step away
-        from every cell boundary."""
-        lo, hi = self.clip_values
-        width = hi - lo
-        two_lam = 2.0 * self.scale
-        n_steps = self.levels - 1 if two_lam >= width else round(two_lam / self.step)
-        offsets = (np.arange(n_steps, dtype=np.float64) + 0.5) * self.step
-        weights = np.full(n_steps, self.step / two_lam)
-        if two_lam > width:
-            offsets = np.append(offsets, 0.5 * (width + two_lam))
-            weights = np.append(weights, (two_lam - width) / two_lam)
-        return offsets, weights
-
     def check_on_grid(self, x) -> None:
         """Raise ``ValueError`` unless every entry of ``x`` is (to 1e-3 of a step) a grid value lo + jΔ."""
         arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
@@ -205,9 +209,9 @@ class DeterministicSplittingNoise(_SplittingBase):
             raise ValueError("x contains NaN or inf: deterministic splitting needs finite quantized inputs.")
         lo, hi = self.clip_values
         u = (arr - lo) / self.step
-        off = float(np.max(np.abs(u - np.round(u)))) if arr.size else 0.0
         if arr.size and (u.min() < -1e-3 or u.max() > self.levels - 1 + 1e-3):
             raise ValueError(f"x lies outside clip_values=({lo}, {hi}) of the deterministic splitting noise.")
+        off = float(np.max(np.abs(u - np.round(u)))) if arr.size else 0.0
         if off > 1e-3:
             raise ValueError(
                 f"Deterministic splitting needs inputs on the quantization grid lo + j*(hi - lo)/(levels - 1) "
@@ -219,31 +223,14 @@ class DeterministicSplittingNoise(_SplittingBase):
     def exact_draws(self, x, shape, *, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """The generic hook for exact smoothing: a finite set of draws ``z`` ``(M, *shape)`` and their
         probabilities ``weights`` ``(M,)`` (float64) such that, for every input of ``x``,
-        h(x) = Σ_j weights_j · f(perturb(x, z_j)) exactly.
+        h(x) = Σ_j weights_j · f(perturb(x, z_j)) exactly. Here M = 2λ/Δ draws of weight Δ/(2λ), at
+        the step centres s = (j + 1/2)Δ, so grid inputs are half a step from every cell boundary.
 
         :param x: the inputs that will be smoothed; checked to lie on the quantization grid (the
             expectation is exact only there).
         :raises ValueError: when an input is off the grid or outside the box.
         """
         self.check_on_grid(x)
-        offsets, weights = self.exact_offsets()
-        shape = tuple(int(s) for s in shape)
-        z = torch.as_tensor(offsets, dtype=dtype, device=device).reshape((-1,) + (1,) * len(shape))
-        return z.expand((len(offsets),) + shape).contiguous(), torch.as_tensor(weights, dtype=torch.float64)
-
-    @certificate("box_shared", norm=1, box=True, differentiable=False)
-    def _box_shared(self, p_a, p_b, ctx):
-        """Box-constrained form for the shared offset (our derivation, not in the papers). For x, y in
-        the box and 2λ ≥ w, coordinate i disagrees iff s falls between x_i − lo and y_i − lo, an
-        interval inside [0, w]; so P(x̃ ≠ ỹ) ≤ min(‖δ‖₁, w)/(2λ) (the union of the intervals is at
-        most as long as their total length and lies in [0, w]). Class A keeps winning while that is
-        below (p_a − p_b)/2: R = inf if w/(2λ) < (p_a − p_b)/2 (every box point is certified), else
-        the Lipschitz radius. For 2λ < w the intervals wrap around modulo 2λ and nothing is gained.
-        Only holds when x and the adversarial point lie in the box ``clip_values`` of the call.
-        """
-        lo, hi = ctx.clip_values
-        gap = (2.0 * p_a - 1.0) if p_b is None else (p_a - p_b)
-        plain = self.scale * gap
-        if 2.0 * self.scale < hi - lo:
-            return plain
-        return torch.where((hi - lo) / (2.0 * self.scale) < 0.5 * gap, torch.full_like(plain, math.inf), plain)
+        s = (torch.arange(self.n_draws, dtype=torch.float64) + 0.5) * self.step
+        z = self._offsets(s, shape, device, dtype)
+        return z, torch.full((self.n_draws,), 1.0 / self.n_draws, dtype=torch.float64)
