@@ -1,5 +1,9 @@
-"""Attacks on smoothed classifiers: EOT gradients, PGD, empirical radius."""
+"""Attacks on smoothed classifiers: EOT gradients (``eot``), PGD with EOT (``SmoothedPGD``) and the
+per-input empirical radius (``empirical_radius``)."""
 
 from art_smoothing.attacks.eot import draw_noise, log_prob_gradient, smoothed_log_probs
+from art_smoothing.attacks.pgd import SmoothedPGD
+from art_smoothing.attacks.radius import EmpiricalRadius, empirical_radius
 
-__all__ = ["draw_noise", "log_prob_gradient", "smoothed_log_probs"]
+__all__ = ["draw_noise", "log_prob_gradient", "smoothed_log_probs", "SmoothedPGD", "empirical_radius",
+           "EmpiricalRadius"]

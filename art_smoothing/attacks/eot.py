@@ -38,13 +38,13 @@ import torch
 
 __all__ = [
     "draw_noise", "noisy_copies", "base_logits", "smoothed_log_probs", "log_prob_gradient", "EOTGradient",
-    "gradient_noise", "smoothed_loss_gradient", "smoothed_class_gradient", "smoothed_loss",
+    "gradient_noise", "next_gradient_call", "smoothed_loss_gradient", "smoothed_class_gradient", "smoothed_loss",
 ]
 
 
-def _check_m(m) -> int:
+def _check_m(m, name: str = "m") -> int:
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise ValueError(f"m (noise draws per gradient) must be an integer >= 1, got {m!r}.")
+        raise ValueError(f"{name} (noise draws per gradient) must be an integer >= 1, got {m!r}.")
     return int(m)
 
 
@@ -96,7 +96,8 @@ class _NumpyPreprocessing(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        g = ctx.estimator._apply_preprocessing_gradient(ctx.x_np, grad.detach().cpu().numpy())
+        with torch.enable_grad():  # some of ART's backward estimates run autograd themselves
+            g = ctx.estimator._apply_preprocessing_gradient(ctx.x_np, grad.detach().cpu().numpy())
         return torch.as_tensor(np.asarray(g), device=grad.device).to(grad.dtype), None
 
 
@@ -142,23 +143,46 @@ def smoothed_log_probs(estimator, x: torch.Tensor, noise_draws: torch.Tensor | N
 
 
 class EOTGradient(NamedTuple):
-    """Output of :func:`log_prob_gradient`."""
+    """Output of :func:`log_prob_gradient` (ḡ = ḡ_label, the Monte Carlo smoothed probability)."""
 
-    grad: torch.Tensor  #: ∇_x log ḡ_label(x), ``(N, *shape)``, model dtype, detached
-    log_prob: torch.Tensor  #: log ḡ_label(x) estimated over the draws, ``(N,)`` float64
+    grad_logit: torch.Tensor  #: ∇_x log(ḡ / (1 − ḡ)), ``(N, *shape)``, model dtype, detached
+    log_prob: torch.Tensor  #: log ḡ, ``(N,)`` float64
+    log_comp: torch.Tensor  #: log(1 − ḡ) (computed from the other classes, not by subtraction), float64
     votes: torch.Tensor  #: hard votes of the base classifier over the draws, ``(N, nb_classes)`` int64
+
+    @property
+    def grad(self) -> torch.Tensor:
+        """∇_x log ḡ = ∇ logit(ḡ) · (1 − ḡ)."""
+        shape = (-1,) + (1,) * (self.grad_logit.dim() - 1)
+        return self.grad_logit * torch.exp(self.log_comp).to(self.grad_logit.dtype).reshape(shape)
+
+
+def _label_and_rest(logp: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per draw: log p_label and log(1 − p_label) = logsumexp of the other classes (no cancellation)."""
+    idx = labels[:, None, None].expand(-1, logp.shape[1], 1)
+    own = logp.gather(2, idx)[..., 0]
+    rest = torch.logsumexp(logp.scatter(2, idx, -math.inf), dim=2)
+    return own, rest
 
 
 def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_draws: torch.Tensor,
                       batch_size: int = 256) -> EOTGradient:
-    """``∇_x log ḡ_label(x)`` with ``ḡ`` estimated over the shared draws ``noise_draws`` ``(m, *shape)``,
-    at most ``batch_size`` noisy copies per forward pass, plus the estimate itself and the hard votes
-    of the same forward passes (free; the PGD attack uses them for early stopping).
+    """EOT gradient of the Monte Carlo smoothed probability ḡ_label(x) = (1/m) Σ_j p_j over the shared
+    draws ``noise_draws`` ``(m, *shape)``, at most ``batch_size`` noisy copies per forward pass.
 
-    Memory is bounded by ``batch_size`` whatever ``m``: inputs are processed in chunks of
-    ``c = max(1, batch_size // m)`` and the draws in blocks of ``k = min(m, batch_size)``; the
-    blocks are merged exactly in the log domain: with L_b = log Σ_{j∈b} p_j and
-    L = logsumexp_b L_b, ∇ log Σ_j p_j = Σ_b exp(L_b − L)·∇L_b.
+    Numerics. The gradient is returned for the log-odds F = log ḡ − log(1 − ḡ), with log(1 − ḡ)
+    computed from the other classes' probabilities. Every function of ḡ alone has a gradient
+    parallel to ∇F, and F's gradient is well scaled at both ends: when the base classifier is
+    confident (p_j ≈ 1 on every draw) ∇ log ḡ underflows to zero in float32 — the softmax of the
+    other classes is below 1e−45 — and an attack following −∇ log ḡ stalls, while ∇ log(1 − ḡ),
+    the part of ∇F that dominates there, stays O(1). ``EOTGradient.grad`` recovers ∇ log ḡ exactly
+    as ∇F · (1 − ḡ) (it may legitimately underflow).
+
+    Memory is bounded by ``batch_size`` whatever ``m``: inputs go in chunks of
+    ``c = max(1, batch_size // m)``, draws in blocks of ``k = min(m, batch_size)``. Blocks merge exactly:
+    with L_b = log Σ_{j∈b} p_j and L = logsumexp_b L_b, ∇ log Σ_j p_j = Σ_b exp(L_b − L)·∇L_b (same for
+    1 − p). With several blocks the weights need L first, so a forward-only pass precedes the
+    gradient pass.
 
     :param x: ``(N, *shape)`` (moved to the device; no grad needed).
     :param labels: ``(N,)`` class indices.
@@ -170,31 +194,43 @@ def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_dr
     m = noise_draws.shape[0]
     block = min(m, int(batch_size))
     chunk = max(1, int(batch_size) // block)
+    blocks = range(0, m, block)
+    n = x.shape[0]
     grads = torch.empty_like(x)
-    log_probs = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
-    votes = torch.zeros((x.shape[0], estimator.nb_classes), dtype=torch.int64, device=x.device)
-    bshape = (-1,) + (1,) * (x.dim() - 1)
-    for i0 in range(0, x.shape[0], chunk):
+    log_own = torch.empty(n, dtype=torch.float64, device=x.device)
+    log_rest = torch.empty(n, dtype=torch.float64, device=x.device)
+    votes = torch.zeros((n, estimator.nb_classes), dtype=torch.int64, device=x.device)
+    for i0 in range(0, n, chunk):
         xc, yc = x[i0:i0 + chunk], labels[i0:i0 + chunk]
-        total = torch.full((xc.shape[0],), -math.inf, dtype=torch.float64, device=x.device)
+        if len(blocks) > 1:  # totals first (forward only), for the merge weights
+            with torch.no_grad():
+                parts = [_label_and_rest(_copies_log_softmax(estimator, xc, noise_draws[j0:j0 + block]), yc)
+                         for j0 in blocks]
+            tot_own = torch.logsumexp(torch.stack([p[0].double().logsumexp(1) for p in parts]), 0)
+            tot_rest = torch.logsumexp(torch.stack([p[1].double().logsumexp(1) for p in parts]), 0)
         g = torch.zeros_like(xc)
-        for j0 in range(0, m, block):
+        for j0 in blocks:
             xg = xc.clone().requires_grad_(True)
             with torch.enable_grad():
                 logp = _copies_log_softmax(estimator, xg, noise_draws[j0:j0 + block])
-                picked = logp.gather(2, yc[:, None, None].expand(-1, logp.shape[1], 1))[..., 0]
-                lb = torch.logsumexp(picked, dim=1)
-                (gb,) = torch.autograd.grad(lb.sum(), xg)
+                own, rest = _label_and_rest(logp, yc)
+                lo, lr = torch.logsumexp(own, dim=1), torch.logsumexp(rest, dim=1)
+                if len(blocks) > 1:
+                    w_o = torch.exp(lo.detach().double() - tot_own).to(lo.dtype)
+                    w_r = torch.exp(lr.detach().double() - tot_rest).to(lr.dtype)
+                    objective = (w_o * lo - w_r * lr).sum()
+                else:
+                    objective = (lo - lr).sum()
+                (gb,) = torch.autograd.grad(objective, xg)
+            g += gb
             votes[i0:i0 + chunk] += torch.nn.functional.one_hot(
                 logp.detach().argmax(dim=-1), estimator.nb_classes).sum(dim=1)
-            lb = lb.detach().double()
-            new_total = torch.logaddexp(total, lb)
-            g = (g * torch.exp(total - new_total).to(g.dtype).reshape(bshape)
-                 + gb * torch.exp(lb - new_total).to(g.dtype).reshape(bshape))
-            total = new_total
+            if len(blocks) == 1:
+                tot_own, tot_rest = lo.detach().double(), lr.detach().double()
         grads[i0:i0 + chunk] = g
-        log_probs[i0:i0 + chunk] = total - math.log(m)
-    return EOTGradient(grads, log_probs, votes)
+        log_own[i0:i0 + chunk] = tot_own - math.log(m)
+        log_rest[i0:i0 + chunk] = tot_rest - math.log(m)
+    return EOTGradient(grads, log_own, log_rest, votes)
 
 
 # ---------------------------------------------------------------------- ART estimator interface
@@ -209,15 +245,21 @@ def _labels_from(y, n: int, device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.int64)
 
 
+def next_gradient_call(estimator) -> int:
+    """Advance the estimator's gradient-stream counter (``loss_gradient`` and the attacks share it)
+    and return it. Streams are keyed ``(seed, STAGE_GRADIENT, call, ...)``, trailing keys non-zero."""
+    calls = getattr(estimator, "_gradient_calls", 0) + 1
+    estimator._gradient_calls = calls
+    return calls
+
+
 def gradient_noise(estimator, m: int | None = None) -> torch.Tensor:
     """Fresh shared draws ``(m, *shape)`` from the estimator's STAGE_GRADIENT stream; the stream
     advances with every call (a seeded estimator gives the same sequence of draws run after run)."""
     from art_smoothing.estimator import STAGE_GRADIENT
 
-    m = _check_m(estimator.eot_samples if m is None else m)
-    calls = getattr(estimator, "_gradient_calls", 0) + 1
-    estimator._gradient_calls = calls
-    gen = estimator._generator(estimator._call_seed(), STAGE_GRADIENT, calls)
+    m = _check_m(estimator.eot_samples if m is None else m, "eot_samples")
+    gen = estimator._generator(estimator._call_seed(), STAGE_GRADIENT, next_gradient_call(estimator))
     return draw_noise(estimator, m, generator=gen)
 
 
