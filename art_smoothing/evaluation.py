@@ -1,0 +1,214 @@
+"""Attack vs certificate: per input, the certified radius (a lower bound on the robust radius, from
+CERTIFY) next to the empirical radius (an upper bound, from :func:`~art_smoothing.attacks.empirical_radius`),
+and a summary — certified and empirical robust accuracy at a list of radii, the ratio
+empirical/certified (how tight the certificates are), and the number of *violations* (a flip found
+inside a certified radius) against the number the failure probability α allows.
+
+Which class is attacked. Where CERTIFY returns a class c_A (with radius R), the attack moves away from
+c_A, so the empirical radius is directly comparable with R whether or not c_A is the true label. Where
+CERTIFY abstains (R = 0), the attack moves away from the true label.
+
+Violations and α. A violation is an input with c_A certified at radius R and an empirical radius
+< R: a perturbation of norm < R on which PREDICT (fresh draws, the estimator's α) confidently returns
+a class other than c_A. It needs a statistical failure (or a bug): either the certificate is wrong
+(probability ≤ α) or one of the input's PREDICT decisions is wrong (≤ α each, Cohen et al., Theorem 2).
+So the expected number of violations is at most α · Σ_i (1 + PREDICT decisions for input i) over the
+certified inputs; the summary reports this bound next to the count. (Draws are shared across inputs,
+so violations of different inputs are correlated: the bound holds for the expectation.)
+
+Everything is plain data: :meth:`Evaluation.to_records` (list of dicts), :meth:`Evaluation.to_dict`,
+:meth:`Evaluation.to_json` and :meth:`Evaluation.to_csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "Evaluation", "EvaluationRecord", "EvaluationSummary"]
+
+
+@dataclass
+class EvaluationRecord:
+    """One input. Radii are in the evaluation's norm; ``empirical_radius`` is ``inf`` where the attack
+    found no flip up to ``eps_max``."""
+
+    index: int
+    label: int
+    prediction: int  #: CERTIFY's class, -1 on abstention
+    correct: bool
+    certified_radius: float
+    attacked_class: int
+    empirical_radius: float
+    violation: bool
+    predict_calls: int
+    p_a_lower: float
+
+
+@dataclass
+class EvaluationSummary:
+    norm: str
+    n_inputs: int
+    n: int
+    alpha: float
+    noise: str
+    attack: str
+    radii: list[float]
+    certified_accuracy: list[float]
+    empirical_accuracy: list[float]  #: correct and no flip found with norm ≤ r
+    clean_accuracy: float  #: CERTIFY's prediction equals the label
+    abstentions: int
+    mean_ratio: float  #: mean empirical/certified over inputs with R > 0 and a flip found
+    median_ratio: float
+    ratio_count: int  #: inputs entering the ratios
+    no_flip_found: int  #: certified inputs (R > 0) without any flip up to eps_max
+    violations: int
+    violations_expected_max: float  #: α · Σ (1 + PREDICT decisions) over certified inputs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _plain(v):
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf") if not math.isnan(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(u) for u in v]
+    if isinstance(v, dict):
+        return {k: _plain(u) for k, u in v.items()}
+    return v
+
+
+@dataclass
+class Evaluation:
+    """Output of :func:`evaluate`."""
+
+    records: list[EvaluationRecord]
+    summary: EvaluationSummary
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per input (``inf`` radii stay float ``inf``; JSON output writes "inf")."""
+        return [asdict(r) for r in self.records]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict ``{"summary": ..., "records": [...]}`` (infinite radii as the string "inf")."""
+        return {"summary": _plain(asdict(self.summary)), "records": [_plain(r) for r in self.to_records()]}
+
+    def to_json(self, path: str | None = None, **kwargs) -> str:
+        """The :meth:`to_dict` form as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=kwargs.pop("indent", 2), **kwargs)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text
+
+    def to_csv(self, path: str) -> None:
+        """Per-input records as CSV (one row per input)."""
+        rows = self.to_records()
+        names = [f.name for f in EvaluationRecord.__dataclass_fields__.values()]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def table(self) -> str:
+        """The summary as a small text table (radius, certified and empirical accuracy)."""
+        s = self.summary
+        lines = [f"{s.norm}: n_inputs={s.n_inputs} clean_acc={s.clean_accuracy:.3f} abstain={s.abstentions} "
+                 f"median(emp/cert)={s.median_ratio:.3g} mean={s.mean_ratio:.3g} (over {s.ratio_count}) "
+                 f"violations={s.violations} (expected <= {s.violations_expected_max:.3g})",
+                 f"{'radius':>10} {'certified':>10} {'empirical':>10}"]
+        lines += [f"{r:>10.4g} {c:>10.3f} {e:>10.3f}"
+                  for r, c, e in zip(s.radii, s.certified_accuracy, s.empirical_accuracy)]
+        return "\n".join(lines)
+
+
+def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, *, n0: int | None = None,
+             batch_size: int = 256, eps_max=None, search_steps: int = 8, n_predict: int | None = None,
+             certify_kwargs: dict | None = None) -> Evaluation:
+    """Certify and attack every input; per-input records and a summary (see the module docstring).
+
+    :param smoothed: an :class:`~art_smoothing.SmoothedClassifier` (gradients are needed).
+    :param x: inputs ``(N, *input_shape)``.
+    :param y: true labels (indices or one-hot).
+    :param norm: 1, 2 or ``"inf"`` (default: the noise's own norm).
+    :param n: CERTIFY's estimation draws.
+    :param attack: ``None``, a dict of :class:`~art_smoothing.attacks.SmoothedPGD` parameters or an instance.
+    :param radii: radii of the accuracy curves (default: six points from 0 to the largest radius seen).
+    :param n0: CERTIFY's selection draws (default ``sample_size``).
+    :param batch_size: noisy samples per forward pass.
+    :param eps_max: upper end of the ε search (default ``attacks.radius.default_eps_max``).
+    :param search_steps: attack rounds of the ε search.
+    :param n_predict: draws of each PREDICT flip decision (default ``sample_size``).
+    :param certify_kwargs: extra arguments of ``certify_detailed`` (``method``, ``form``, ``box``).
+    """
+    from art_smoothing.attacks.radius import empirical_radius, make_attack
+    from art_smoothing.certificates.norms import norm_name, parse_norm
+    from art_smoothing.estimator import SmoothedClassifier
+
+    if not isinstance(smoothed, SmoothedClassifier):
+        raise ValueError("evaluate needs an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier "
+                         f"(the attack needs gradients), got {type(smoothed).__name__}.")
+    p = smoothed.noise.norm if norm is None else parse_norm(norm)
+    atk = make_attack(smoothed, p, attack)
+    x = smoothed._check_x(x)
+    y = np.asarray(y)
+    labels = (y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1)).astype(np.int64)
+    if labels.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {labels.shape[0]} labels for {x.shape[0]} inputs.")
+    cert = smoothed.certify_detailed(x, n, batch_size=batch_size, norm=p, n0=n0, **(certify_kwargs or {}))
+    pred, cert_r = cert.prediction, cert.radius
+    attacked = np.where(pred >= 0, pred, labels)
+    details = empirical_radius(smoothed, x, attacked, p, attack=atk, eps_max=eps_max, radius_hint=cert_r,
+                               search_steps=search_steps, n_predict=n_predict, batch_size=batch_size,
+                               return_details=True)
+    emp = details.radius
+    correct = pred == labels
+    certified = (pred >= 0) & (cert_r > 0)
+    violation = certified & (emp < cert_r)
+
+    if radii is None:
+        finite = np.concatenate([cert_r, emp[np.isfinite(emp)]])
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        radii = np.linspace(0.0, top, 6)
+    radii = np.atleast_1d(np.asarray(radii, dtype=np.float64))
+    if radii.ndim != 1 or np.any(radii < 0) or not np.all(np.isfinite(radii)):
+        raise ValueError("radii must be a list of finite non-negative radii.")
+    cert_acc = [float(np.mean(correct & (cert_r >= r))) for r in radii]
+    emp_acc = [float(np.mean(correct & (emp > r))) for r in radii]
+    has_ratio = certified & np.isfinite(emp)
+    ratio = emp[has_ratio] / cert_r[has_ratio]
+    summary = EvaluationSummary(
+        norm=norm_name(p), n_inputs=int(len(x)), n=int(n), alpha=float(smoothed.alpha), noise=repr(smoothed.noise),
+        attack=repr(atk), radii=[float(r) for r in radii], certified_accuracy=cert_acc, empirical_accuracy=emp_acc,
+        clean_accuracy=float(np.mean(correct)) if len(x) else float("nan"), abstentions=int(np.sum(pred < 0)),
+        mean_ratio=float(ratio.mean()) if ratio.size else float("nan"),
+        median_ratio=float(np.median(ratio)) if ratio.size else float("nan"), ratio_count=int(ratio.size),
+        no_flip_found=int(np.sum(certified & ~np.isfinite(emp))), violations=int(violation.sum()),
+        violations_expected_max=float(smoothed.alpha * np.sum((1 + details.predict_calls)[certified])),
+        extra={"eps_max": float(np.max(details.eps_max)) if len(x) else None, "search_steps": int(search_steps),
+               "n_predict": int(n_predict or smoothed.sample_size), "certificate": cert.summary()},
+    )
+    records = [
+        EvaluationRecord(
+            index=i, label=int(labels[i]), prediction=int(pred[i]), correct=bool(correct[i]),
+            certified_radius=float(cert_r[i]), attacked_class=int(attacked[i]), empirical_radius=float(emp[i]),
+            violation=bool(violation[i]), predict_calls=int(details.predict_calls[i]), p_a_lower=float(cert.p_a_lower[i]),
+        )
+        for i in range(len(x))
+    ]
+    if summary.violations:
+        logger.warning("%d flip(s) found inside certified radii (expected at most %.3g from alpha).",
+                       summary.violations, summary.violations_expected_max)
+    return Evaluation(records=records, summary=summary)
