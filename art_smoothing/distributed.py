@@ -123,6 +123,28 @@ class RayBackend:
     progress: bool = True
     deterministic_kernels: bool = True
     init_kwargs: dict[str, Any] = field(default_factory=dict)
+    _pool: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _keep: bool = field(default=False, init=False, repr=False, compare=False)
+
+    def __enter__(self) -> RayBackend:  # noqa: PYI034 (Self needs Python 3.11)
+        """Inside ``with backend:`` the workers (and the estimator they hold) stay up between calls,
+        so a series of calls pays process start-up and model shipping once. Workers rebuild their
+        estimator when the weights, the wrapper or the smoothing parameters change; other changes
+        to the model object (plain Python attributes) need a new ``with`` block."""
+        self._keep = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._keep = False
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers kept by ``with`` (no-op otherwise)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            ray = _import_ray()
+            for actor in pool["actors"]:
+                ray.kill(actor)
 
     def __post_init__(self) -> None:
         if self.address is not None and not isinstance(self.address, str):
@@ -144,7 +166,7 @@ class RayBackend:
                 or self.max_retries < -1:
             raise ValueError(f"max_retries must be an integer >= -1, got {self.max_retries!r}.")
         if not isinstance(self.init_kwargs, dict):
-            raise ValueError(f"init_kwargs must be a dict, got {self.init_kwargs!r}.")
+            raise ValueError(f"init_kwargs must be a dict, got {self.init_kwargs!r}.")  # noqa: TRY004
 
     # ------------------------------------------------------------------ CERTIFY
     def certify_detailed(self, smoothed, x: np.ndarray, n: int, batch_size: int, *, norm=None,
@@ -168,10 +190,11 @@ class RayBackend:
         if use_box:
             clip = tuple(float(v) for v in np.broadcast_to(np.asarray(smoothed.clip_values, dtype=np.float64), (2,)))
         kwargs = {"norm": norm, "method": method, "form": form, "n0": n0, "box": box}
+        model_digest = _model_digest(smoothed)
         fingerprint = {
             "task": "certify", "inputs": _array_digest(x), "n": n, "n0": n0, "batch_size": batch_size,
             "norm": target_norm, "method": method, "form": form, "box": use_box, "clip_values": clip,
-            "alpha": smoothed.alpha, "noise": repr(smoothed.noise), "model": _model_digest(smoothed),
+            "alpha": smoothed.alpha, "noise": repr(smoothed.noise), "model": model_digest,
             "estimator": type(smoothed).__name__,
         }
         seed, store, done = self._open_store("certify", smoothed, fingerprint, len(x))
@@ -191,7 +214,7 @@ class RayBackend:
             if store is not None:
                 store.append(records)
 
-        self._run_chunks(smoothed, todo, submit, collect, desc="certify (ray)")
+        self._run_chunks(smoothed, model_digest, todo, submit, collect, desc="certify (ray)")
         if len(done) != len(x):  # pragma: no cover - _run_chunks raises before this can happen
             raise RuntimeError(f"{len(x) - len(done)} input(s) have no result.")
         nb_classes = smoothed.nb_classes
@@ -251,14 +274,15 @@ class RayBackend:
         size = self.chunk_size or max(1, min(64, math.ceil(len(todo) / (4 * workers))))
         return [todo[i:i + size] for i in range(0, len(todo), size)]
 
-    def _run_chunks(self, smoothed, todo: np.ndarray, submit, collect, desc: str) -> None:
+    def _run_chunks(self, smoothed, model_digest: str, todo: np.ndarray, submit, collect, desc: str) -> None:
         """Run ``submit(ray, actor, idx, payload)`` for every chunk of ``todo`` on a pool of actors and
         pass each result to ``collect(idx, result)`` in the driver as soon as it arrives.
 
-        ``payload`` is ``[ref]``, the estimator put in the object store once. Nested in a list, Ray
-        does not resolve it per task: an actor fetches it on its first task only (and again after a
-        restart), so the model travels once per worker. The driver holds the reference for the
-        whole run, so a restarted actor can always fetch it."""
+        ``payload`` is ``[key, ref]``: the estimator put in the object store once, and a hash of its
+        weights and parameters. Nested in a list, the reference is not resolved per task: an actor
+        fetches it only when it holds no estimator with that key (first task, after a restart, or a
+        changed model in a kept pool), so the model travels once per worker. The driver holds the
+        reference for the whole run, so a restarted actor can always fetch it."""
         if len(todo) == 0:
             return
         ray = _import_ray()
@@ -266,12 +290,9 @@ class RayBackend:
         plan = self._plan(ray, n_chunks=len(todo))
         chunks = self._chunks(todo, plan["workers"])
         plan["workers"] = min(plan["workers"], len(chunks))
-        payload = ray.put(_EstimatorPayload.from_estimator(smoothed))
-        options = {"num_cpus": self.cpus_per_worker, "num_gpus": 1 if plan["gpu"] else 0,
-                   "max_restarts": self.max_retries, "max_task_retries": self.max_retries}
-        worker_cls = ray.remote(_Worker)
-        actors = [worker_cls.options(**options).remote(plan["threads"], self.deterministic_kernels)
-                  for _ in range(plan["workers"])]
+        payload_obj = _EstimatorPayload.from_estimator(smoothed)
+        payload = [payload_obj.key(model_digest), ray.put(payload_obj)]
+        actors = self._actors(ray, plan)
         logger.info("%d Ray worker(s) (%s, %d thread(s) each), %d chunk(s) of <= %d input(s).", len(actors),
                     "one GPU each" if plan["gpu"] else f"{self.cpus_per_worker:g} CPU each", plan["threads"],
                     len(chunks), len(chunks[0]))
@@ -280,7 +301,7 @@ class RayBackend:
 
         def feed(a: int) -> None:
             c = queue.popleft()
-            pending[submit(ray, actors[a], chunks[c], [payload])] = (a, c)
+            pending[submit(ray, actors[a], chunks[c], payload)] = (a, c)
 
         bar = tqdm(total=len(todo), desc=desc, unit="input", disable=not self.progress)
         try:
@@ -294,6 +315,8 @@ class RayBackend:
                 try:
                     out = ray.get(ready[0])
                 except ray.exceptions.RayActorError as err:
+                    self._drain(ray, pending, chunks, collect)  # keep whatever else already finished
+                    self.close()  # a permanently dead actor must not be reused
                     where = f" Results so far are in {os.fspath(self.output_dir)!r}; rerun to resume." \
                         if self.output_dir is not None else " Set output_dir to make runs resumable."
                     raise RuntimeError(f"A Ray worker died and its chunk failed after max_retries="
@@ -304,8 +327,39 @@ class RayBackend:
                     feed(a)
         finally:
             bar.close()
-            for actor in actors:
-                ray.kill(actor)
+            if not self._keep:
+                self.close()
+
+    def _actors(self, ray, plan: dict[str, Any]) -> list:
+        """``plan["workers"]`` actors: the kept pool when it fits, else a new pool."""
+        key = (self.cpus_per_worker, plan["gpu"], plan["threads"], self.max_retries, self.deterministic_kernels)
+        pool = self._pool
+        if pool is None or pool["key"] != key or len(pool["actors"]) < plan["workers"]:
+            self.close()
+            available = ray.available_resources()
+            need_cpu = plan["workers"] * self.cpus_per_worker
+            if available.get("CPU", 0.0) + 1e-9 < need_cpu or (plan["gpu"] and available.get("GPU", 0.0) <
+                                                               plan["workers"]):
+                logger.warning("The Ray cluster has %s free; %d worker(s) will wait for resources (another "
+                               "RayBackend kept open with `with`?).", available, plan["workers"])
+            options = {"num_cpus": self.cpus_per_worker, "num_gpus": 1 if plan["gpu"] else 0,
+                       "max_restarts": self.max_retries, "max_task_retries": self.max_retries}
+            worker_cls = ray.remote(_Worker)
+            actors = [worker_cls.options(**options).remote(plan["threads"], self.deterministic_kernels)
+                      for _ in range(plan["workers"])]
+            self._pool = {"key": key, "actors": actors}
+        return self._pool["actors"][:plan["workers"]]
+
+    @staticmethod
+    def _drain(ray, pending: dict, chunks: list, collect) -> None:
+        """Collect the chunks that finished successfully (before a failure is raised)."""
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+        for ref in ready:
+            _, c = pending.pop(ref)
+            try:
+                collect(chunks[c], ray.get(ref))
+            except ray.exceptions.RayError:
+                pass
 
 
 # ---------------------------------------------------------------------- worker side
@@ -350,6 +404,12 @@ class _EstimatorPayload:
             return cls("numpy", smoothed.base_classifier, {}, smoothing)
         raise ValueError(f"The Ray backend needs a SmoothedClassifier, got {type(smoothed).__name__}.")
 
+    def key(self, model_digest: str) -> str:
+        """Identifies the estimator a worker holds: weights, wrapper and smoothing parameters."""
+        described = repr((self.kind, sorted((k, repr(v)) for k, v in self.classifier_kwargs.items()),
+                          sorted((k, repr(v)) for k, v in self.smoothing_kwargs.items())))
+        return hashlib.sha256((model_digest + described).encode()).hexdigest()
+
     def build(self, device_type: str):
         from art_smoothing.estimator import SmoothedClassifier
 
@@ -373,14 +433,17 @@ class _Worker:
             torch.backends.cudnn.deterministic = True
             torch.backends.cudnn.benchmark = False
         self.estimator = None
+        self.key: str | None = None
         self.loads = 0
 
-    def _get(self, payload_ref: list):
-        if self.estimator is None:
+    def _get(self, payload: list):
+        """The estimator for ``payload = [key, ref]``, fetched and built only when the key changes."""
+        key, ref = payload
+        if self.estimator is None or self.key != key:
             import ray
 
-            payload: _EstimatorPayload = ray.get(payload_ref[0])
-            self.estimator = payload.build("gpu" if self.on_gpu else "cpu")
+            self.estimator = ray.get(ref).build("gpu" if self.on_gpu else "cpu")
+            self.key = key
             self.loads += 1
         return self.estimator
 
@@ -391,6 +454,11 @@ class _Worker:
         x = np.array(x)  # object-store arrays are read-only views
         result = estimator.certify_detailed(x, n, batch_size, verbose=False, **kwargs)
         return {f: getattr(result, f) for f in _CERTIFY_FIELDS}
+
+    def stats(self) -> dict[str, Any]:
+        """Process id, estimator builds so far, device and torch threads (for logs and tests)."""
+        device = None if self.estimator is None else str(self.estimator.device)
+        return {"pid": os.getpid(), "loads": self.loads, "device": device, "threads": torch.get_num_threads()}
 
 
 # ---------------------------------------------------------------------- resume store
@@ -411,7 +479,7 @@ def _model_digest(smoothed) -> str:
         return h.hexdigest()
     try:
         h.update(pickle.dumps(smoothed.base_classifier))
-    except Exception:  # unpicklable: fall back to the type (weaker check)
+    except (pickle.PicklingError, TypeError, AttributeError):  # unpicklable: the type (weaker check)
         h.update(type(smoothed.base_classifier).__qualname__.encode())
     return h.hexdigest()
 
