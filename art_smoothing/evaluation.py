@@ -136,7 +136,7 @@ class Evaluation:
 
 def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, *, n0: int | None = None,
              batch_size: int = 256, eps_max=None, search_steps: int = 8, n_predict: int | None = None,
-             certify_kwargs: dict | None = None) -> Evaluation:
+             certify_kwargs: dict | None = None, backend: Any = "local") -> Evaluation:
     """Certify and attack every input; per-input records and a summary (see the module docstring).
 
     :param smoothed: an :class:`~art_smoothing.SmoothedClassifier` (gradients are needed).
@@ -152,9 +152,11 @@ def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, 
     :param search_steps: attack rounds of the ε search.
     :param n_predict: draws of each PREDICT flip decision (default ``sample_size``).
     :param certify_kwargs: extra arguments of ``certify_detailed`` (``method``, ``form``, ``box``).
+    :param backend: ``"local"``, ``"ray"`` or an :class:`art_smoothing.distributed.RayBackend` (inputs
+        split over Ray workers, records and summary as here; see :mod:`art_smoothing.distributed`).
     """
-    from art_smoothing.attacks.radius import empirical_radius, make_attack
-    from art_smoothing.certificates.norms import norm_name, parse_norm
+    from art_smoothing.attacks.radius import make_attack
+    from art_smoothing.certificates.norms import parse_norm
     from art_smoothing.estimator import SmoothedClassifier
 
     if not isinstance(smoothed, SmoothedClassifier):
@@ -167,13 +169,43 @@ def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, 
     labels = (y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1)).astype(np.int64)
     if labels.shape[0] != x.shape[0]:
         raise ValueError(f"y has {labels.shape[0]} labels for {x.shape[0]} inputs.")
+    if not (isinstance(backend, str) and backend == "local"):
+        from art_smoothing.distributed import resolve_backend
+
+        runner = resolve_backend(backend)  # ValueError for unknown backends
+        if runner != "local":
+            return runner.evaluate(smoothed, x, labels, p, attack, radii, n=n, n0=n0, batch_size=batch_size,
+                                   eps_max=eps_max, search_steps=search_steps, n_predict=n_predict,
+                                   certify_kwargs=certify_kwargs)
+    cert, details = _certify_and_attack(smoothed, x, labels, p, atk, n=n, n0=n0, batch_size=batch_size,
+                                        eps_max=eps_max, search_steps=search_steps, n_predict=n_predict,
+                                        certify_kwargs=certify_kwargs)
+    return _assemble(smoothed, p, n, repr(atk), labels, cert, details.radius, details.predict_calls,
+                     details.eps_max, radii, search_steps, n_predict)
+
+
+def _certify_and_attack(smoothed, x: np.ndarray, labels: np.ndarray, p: float, atk, *, n: int, n0,
+                        batch_size: int, eps_max, search_steps: int, n_predict, certify_kwargs):
+    """The per-input work of :func:`evaluate`: CERTIFY, then the ε search away from c_A (or the label).
+    Every input's outcome depends on that input alone (the Ray backend runs this on chunks)."""
+    from art_smoothing.attacks.radius import empirical_radius
+
     cert = smoothed.certify_detailed(x, n, batch_size=batch_size, norm=p, n0=n0, **(certify_kwargs or {}))
-    pred, cert_r = cert.prediction, cert.radius
-    attacked = np.where(pred >= 0, pred, labels)
-    details = empirical_radius(smoothed, x, attacked, p, attack=atk, eps_max=eps_max, radius_hint=cert_r,
+    attacked = np.where(cert.prediction >= 0, cert.prediction, labels)
+    details = empirical_radius(smoothed, x, attacked, p, attack=atk, eps_max=eps_max, radius_hint=cert.radius,
                                search_steps=search_steps, n_predict=n_predict, batch_size=batch_size,
                                return_details=True)
-    emp = details.radius
+    return cert, details
+
+
+def _assemble(smoothed, p: float, n: int, atk: str, labels: np.ndarray, cert, emp: np.ndarray,
+              predict_calls: np.ndarray, eps_max: np.ndarray, radii, search_steps: int,
+              n_predict) -> Evaluation:
+    """Records and summary from the per-input arrays (``atk`` is the attack's repr)."""
+    from art_smoothing.certificates.norms import norm_name
+
+    pred, cert_r = cert.prediction, cert.radius
+    attacked = np.where(pred >= 0, pred, labels)
     correct = pred == labels
     certified = (pred >= 0) & (cert_r > 0)
     violation = certified & (emp < cert_r)
@@ -190,23 +222,24 @@ def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, 
     has_ratio = certified & np.isfinite(emp)
     ratio = emp[has_ratio] / cert_r[has_ratio]
     summary = EvaluationSummary(
-        norm=norm_name(p), n_inputs=int(len(x)), n=int(n), alpha=float(smoothed.alpha), noise=repr(smoothed.noise),
-        attack=repr(atk), radii=[float(r) for r in radii], certified_accuracy=cert_acc, empirical_accuracy=emp_acc,
-        clean_accuracy=float(np.mean(correct)) if len(x) else float("nan"), abstentions=int(np.sum(pred < 0)),
+        norm=norm_name(p), n_inputs=len(labels), n=int(n), alpha=float(smoothed.alpha), noise=repr(smoothed.noise),
+        attack=atk, radii=[float(r) for r in radii], certified_accuracy=cert_acc, empirical_accuracy=emp_acc,
+        clean_accuracy=float(np.mean(correct)) if len(labels) else float("nan"),
+        abstentions=int(np.sum(pred < 0)),
         mean_ratio=float(ratio.mean()) if ratio.size else float("nan"),
         median_ratio=float(np.median(ratio)) if ratio.size else float("nan"), ratio_count=int(ratio.size),
         no_flip_found=int(np.sum(certified & ~np.isfinite(emp))), violations=int(violation.sum()),
-        violations_expected_max=float(smoothed.alpha * np.sum((1 + details.predict_calls)[certified])),
-        extra={"eps_max": float(np.max(details.eps_max)) if len(x) else None, "search_steps": int(search_steps),
+        violations_expected_max=float(smoothed.alpha * np.sum((1 + predict_calls)[certified])),
+        extra={"eps_max": float(np.max(eps_max)) if len(labels) else None, "search_steps": int(search_steps),
                "n_predict": int(n_predict or smoothed.sample_size), "certificate": cert.summary()},
     )
     records = [
         EvaluationRecord(
             index=i, label=int(labels[i]), prediction=int(pred[i]), correct=bool(correct[i]),
             certified_radius=float(cert_r[i]), attacked_class=int(attacked[i]), empirical_radius=float(emp[i]),
-            violation=bool(violation[i]), predict_calls=int(details.predict_calls[i]), p_a_lower=float(cert.p_a_lower[i]),
+            violation=bool(violation[i]), predict_calls=int(predict_calls[i]), p_a_lower=float(cert.p_a_lower[i]),
         )
-        for i in range(len(x))
+        for i in range(len(labels))
     ]
     if summary.violations:
         logger.warning("%d flip(s) found inside certified radii (expected at most %.3g from alpha).",
