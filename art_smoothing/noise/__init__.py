@@ -2,6 +2,7 @@
 
 from art_smoothing.noise.base import CertificateContext, CertificateSpec, Noise, certificate
 from art_smoothing.noise.gaussian import GaussianNoise
+from art_smoothing.noise.generalized_gaussian import GeneralizedGaussianNoise
 from art_smoothing.noise.laplace import LaplaceNoise
 from art_smoothing.noise.splitting import DeterministicSplittingNoise, SplittingNoise
 from art_smoothing.noise.uniform import UniformNoise
@@ -12,6 +13,7 @@ __all__ = [
     "CertificateSpec",
     "CertificateContext",
     "GaussianNoise",
+    "GeneralizedGaussianNoise",
     "LaplaceNoise",
     "UniformNoise",
     "SplittingNoise",
