@@ -33,7 +33,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "Evaluation", "EvaluationRecord", "EvaluationSummary"]
+__all__ = ["Evaluation", "EvaluationRecord", "EvaluationSummary", "evaluate"]
 
 
 @dataclass
@@ -125,10 +125,10 @@ class Evaluation:
     def table(self) -> str:
         """The summary as a small text table (radius, certified and empirical accuracy)."""
         s = self.summary
-        lines = [f"{s.norm}: n_inputs={s.n_inputs} clean_acc={s.clean_accuracy:.3f} abstain={s.abstentions} "
-                 f"median(emp/cert)={s.median_ratio:.3g} mean={s.mean_ratio:.3g} (over {s.ratio_count}) "
-                 f"violations={s.violations} (expected <= {s.violations_expected_max:.3g})",
-                 f"{'radius':>10} {'certified':>10} {'empirical':>10}"]
+        head = (f"{s.norm}: n_inputs={s.n_inputs} clean_acc={s.clean_accuracy:.3f} abstain={s.abstentions} "
+                f"median(emp/cert)={s.median_ratio:.3g} mean={s.mean_ratio:.3g} (over {s.ratio_count}) "
+                f"violations={s.violations} (expected <= {s.violations_expected_max:.3g})")
+        lines = [head, f"{'radius':>10} {'certified':>10} {'empirical':>10}"]
         lines += [f"{r:>10.4g} {c:>10.3f} {e:>10.3f}"
                   for r, c, e in zip(s.radii, s.certified_accuracy, s.empirical_accuracy)]
         return "\n".join(lines)
@@ -160,8 +160,9 @@ def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, 
     from art_smoothing.estimator import SmoothedClassifier
 
     if not isinstance(smoothed, SmoothedClassifier):
-        raise ValueError("evaluate needs an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier "
-                         f"(the attack needs gradients), got {type(smoothed).__name__}.")
+        raise ValueError(  # noqa: TRY004 - bad input is a ValueError throughout the package
+            "evaluate needs an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier "
+            f"(the attack needs gradients), got {type(smoothed).__name__}.")
     p = smoothed.noise.norm if norm is None else parse_norm(norm)
     atk = make_attack(smoothed, p, attack)
     x = smoothed._check_x(x)

@@ -12,7 +12,7 @@ from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 from art.defences.preprocessor import FeatureSqueezing, SpatialSmoothing
 from art.defences.trainer import AdversarialTrainer
 from art.estimators.classification import PyTorchClassifier
-from scipy.stats import binom, norm as normal
+from scipy.stats import binom
 from torch import nn
 
 from art_smoothing import SmoothedClassifier

@@ -5,5 +5,11 @@ from art_smoothing.attacks.eot import draw_noise, log_prob_gradient, smoothed_lo
 from art_smoothing.attacks.pgd import SmoothedPGD
 from art_smoothing.attacks.radius import EmpiricalRadius, empirical_radius
 
-__all__ = ["draw_noise", "log_prob_gradient", "smoothed_log_probs", "SmoothedPGD", "empirical_radius",
-           "EmpiricalRadius"]
+__all__ = [
+           "EmpiricalRadius",
+           "SmoothedPGD",
+           "draw_noise",
+           "empirical_radius",
+           "log_prob_gradient",
+           "smoothed_log_probs",
+]

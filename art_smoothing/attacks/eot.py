@@ -37,8 +37,17 @@ import numpy as np
 import torch
 
 __all__ = [
-    "draw_noise", "noisy_copies", "base_logits", "smoothed_log_probs", "log_prob_gradient", "EOTGradient",
-    "gradient_noise", "next_gradient_call", "smoothed_loss_gradient", "smoothed_class_gradient", "smoothed_loss",
+    "EOTGradient",
+    "base_logits",
+    "draw_noise",
+    "gradient_noise",
+    "log_prob_gradient",
+    "next_gradient_call",
+    "noisy_copies",
+    "smoothed_class_gradient",
+    "smoothed_log_probs",
+    "smoothed_loss",
+    "smoothed_loss_gradient",
 ]
 
 

@@ -37,7 +37,13 @@ import torch
 from art.attacks.attack import EvasionAttack
 from tqdm.auto import tqdm
 
-from art_smoothing.attacks.eot import _check_m, _copies_log_softmax, draw_noise, log_prob_gradient, next_gradient_call
+from art_smoothing.attacks.eot import (
+    _check_m,
+    _copies_log_softmax,
+    draw_noise,
+    log_prob_gradient,
+    next_gradient_call,
+)
 from art_smoothing.certificates.bounds import binomial_test_half
 from art_smoothing.certificates.norms import norm_name, parse_norm
 from art_smoothing.estimator import STAGE_GRADIENT, SmoothedClassifier, _check_int
@@ -115,8 +121,9 @@ class SmoothedPGD(EvasionAttack):
                  early_stop: bool = True, l1_sparsity: float = 0.05, targeted: bool = False,
                  batch_size: int = 128, gradient_batch_size: int = 256, verbose: bool = False):
         if not isinstance(estimator, SmoothedClassifier):
-            raise ValueError("estimator must be an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier "
-                             f"(gradients are needed), got {type(estimator).__name__}.")
+            raise ValueError(  # noqa: TRY004 - bad input is a ValueError throughout the package
+                "estimator must be an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier "
+                f"(gradients are needed), got {type(estimator).__name__}.")
         super().__init__(estimator=estimator)
         self.norm = norm
         self.eps = eps
@@ -148,7 +155,7 @@ class SmoothedPGD(EvasionAttack):
         self.num_random_init = _check_int("num_random_init", self.num_random_init, minimum=0)
         for name in ("reuse_noise", "early_stop", "targeted", "verbose"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")  # noqa: TRY004
         try:
             frac = float(self.l1_sparsity)
         except (TypeError, ValueError):

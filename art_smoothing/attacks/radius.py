@@ -45,7 +45,7 @@ from art_smoothing.estimator import STAGE_PREDICT, SmoothedClassifier, _check_in
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["empirical_radius", "EmpiricalRadius", "default_eps_max", "make_attack"]
+__all__ = ["EmpiricalRadius", "default_eps_max", "empirical_radius", "make_attack"]
 
 
 @dataclass
@@ -134,7 +134,8 @@ def empirical_radius(smoothed: SmoothedClassifier, x, y, norm=2, *, attack=None,
     :return: ``(N,)`` float64 radii, ``inf`` where no flip was found up to ``eps_max``.
     """
     if not isinstance(smoothed, SmoothedClassifier):
-        raise ValueError(f"smoothed must be an art_smoothing.SmoothedClassifier, got {type(smoothed).__name__}.")
+        raise ValueError(  # noqa: TRY004 - bad input is a ValueError throughout the package
+            f"smoothed must be an art_smoothing.SmoothedClassifier, got {type(smoothed).__name__}.")
     p = parse_norm(norm)
     atk = make_attack(smoothed, p, attack)
     x = smoothed._check_x(x)
