@@ -1,9 +1,14 @@
-"""The Ray backend: CERTIFY over many workers and machines, giving the single-process result bit for bit.
+"""The Ray backend: CERTIFY and evaluation over many workers and machines, giving the single-process
+result bit for bit.
 
 Usage (``pip install art_smoothing[distributed]``)::
 
     smoothed.certify(x, n=10_000, backend="ray")          # local Ray: one worker per GPU, else per CPU
     smoothed.certify_detailed(x, n=10_000, backend=RayBackend(address="auto", output_dir="runs/c10"))
+    art_smoothing.evaluate(smoothed, x, y, n=10_000, backend="ray")
+    with RayBackend(num_workers=8) as backend:           # workers (and the model) stay up across calls
+        for norm in (1, 2):
+            art_smoothing.evaluate(smoothed, x, y, norm=norm, backend=backend)
 
 ``ray`` is imported inside the functions that use it, so ``import art_smoothing`` never imports it.
 
@@ -25,8 +30,9 @@ Design.
 * **Retries.** Actors are created with ``max_restarts`` / ``max_task_retries``: a worker process that
   dies mid-chunk is restarted (rebuilding the estimator from the same payload) and its chunks rerun.
   Chunks are pure functions of their inputs and the base seed, so a rerun returns the same votes.
-* **Resume.** With ``output_dir`` every finished input is appended to ``certify.jsonl`` (one JSON
-  line per input: votes, bounds, radius; floats round-trip exactly) beside ``certify.meta.json``
+* **Resume.** With ``output_dir`` every finished input is appended to ``certify.jsonl`` (or
+  ``evaluate.jsonl``; one JSON line per input: votes, bounds, radii; floats round-trip exactly)
+  beside ``certify.meta.json``
   (the run's fingerprint: input hash, parameters, model-weights hash, and the base seed). Rerunning
   the same call skips the indices already there and computes nothing else; a different run into the
   same directory is refused.
@@ -36,7 +42,9 @@ Design.
   versions. On CUDA, workers set ``torch.backends.cudnn.deterministic = True`` and
   ``benchmark = False`` (``deterministic_kernels``); set them in the local process too when
   comparing. Otherwise logits may differ in the last bits and a vote changes only where two logits
-  tie to rounding.
+  tie to rounding. :meth:`RayBackend.evaluate` adds the attack's caveats (see there): for
+  bit-identical empirical radii give the attack a ``gradient_batch_size`` no larger than its EOT
+  draws, so that its forward passes, too, never mix inputs.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import logging
 import math
 import os
 import pickle
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +71,8 @@ __all__ = ["RayBackend", "resolve_backend"]
 
 #: the per-input arrays of a CertificationResult, in the order they are stored.
 _CERTIFY_FIELDS = ("prediction", "radius", "p_a_lower", "p_b_upper", "counts", "counts_selection")
+#: ... and those :func:`art_smoothing.evaluate` adds.
+_EVALUATE_FIELDS = (*_CERTIFY_FIELDS, "empirical_radius", "predict_calls", "eps_max")
 
 
 def resolve_backend(backend: Any) -> RayBackend | str:
@@ -175,60 +186,85 @@ class RayBackend:
         """``smoothed.certify_detailed(x, n, ...)`` on Ray workers; the arguments are already validated
         by the estimator, which calls this. Returns the same :class:`CertificationResult` as the
         local path (same fields, dtypes and, for a fixed seed, values)."""
-        from art_smoothing.certificates.norms import parse_norm
-        from art_smoothing.estimator import CertificationResult
-
-        if deterministic:
-            raise ValueError("deterministic=True (exact smoothing) is not supported by the Ray backend; use "
-                             "backend='local'.")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        n0 = smoothed.sample_size if n0 is None else n0
-        target_norm = smoothed.noise.norm if norm is None else parse_norm(norm)
-        use_box = bool(box) and smoothed.clip_values is not None and any(
-            s.box for s in smoothed.noise._certificates.values())
-        clip = None
-        if use_box:
-            clip = tuple(float(v) for v in np.broadcast_to(np.asarray(smoothed.clip_values, dtype=np.float64), (2,)))
-        kwargs = {"norm": norm, "method": method, "form": form, "n0": n0, "box": box}
+        setup = _certificate_setup(smoothed, n, n0, norm, method, form, box, deterministic)
+        kwargs = {"norm": norm, "method": method, "form": form, "n0": setup["n0"], "box": box}
         model_digest = _model_digest(smoothed)
-        fingerprint = {
-            "task": "certify", "inputs": _array_digest(x), "n": n, "n0": n0, "batch_size": batch_size,
-            "norm": target_norm, "method": method, "form": form, "box": use_box, "clip_values": clip,
-            "alpha": smoothed.alpha, "noise": repr(smoothed.noise), "model": model_digest,
-            "estimator": type(smoothed).__name__,
-        }
+        fingerprint = {"task": "certify", "inputs": _array_digest(x), "batch_size": batch_size,
+                       "model": model_digest, **_certificate_fingerprint(smoothed, setup)}
         seed, store, done = self._open_store("certify", smoothed, fingerprint, len(x))
-        todo = np.array([i for i in range(len(x)) if i not in done], dtype=np.int64)
-        logger.info("certify on Ray: %d input(s), %d already done, base seed %d.", len(x), len(x) - len(todo), seed)
 
         def submit(ray, actor, idx, payload):
             return actor.certify.remote(payload, ray.put(x[idx]), seed, n, batch_size, kwargs)
 
-        def collect(idx, arrays):
-            records = []
-            for row, i in enumerate(idx):
-                rec = {"index": int(i)}
-                rec.update({f: arrays[f][row].tolist() for f in _CERTIFY_FIELDS})
-                records.append(rec)
-                done[int(i)] = rec
-            if store is not None:
-                store.append(records)
+        self._run_chunks(smoothed, model_digest, len(x), done, store, submit, _CERTIFY_FIELDS, "certify (ray)", seed)
+        return _certificate_from_rows(smoothed, setup, done, len(x))
 
-        self._run_chunks(smoothed, model_digest, todo, submit, collect, desc="certify (ray)")
-        if len(done) != len(x):  # pragma: no cover - _run_chunks raises before this can happen
-            raise RuntimeError(f"{len(x) - len(done)} input(s) have no result.")
-        nb_classes = smoothed.nb_classes
-        dtypes = {"prediction": np.int64, "radius": np.float64, "p_a_lower": np.float64, "p_b_upper": np.float64,
-                  "counts": np.int64, "counts_selection": np.int64}
-        arrays = {}
-        for f in _CERTIFY_FIELDS:
-            rows = [done[i][f] for i in range(len(x))]
-            shape = (len(x), nb_classes) if f.startswith("counts") else (len(x),)
-            arrays[f] = np.asarray(rows, dtype=dtypes[f]).reshape(shape)
-        return CertificationResult(
-            **arrays, norm=target_norm, method=method, form=form, n=n, n0=n0, alpha=smoothed.alpha,
-            noise=smoothed.noise, dim=smoothed.input_dim, box=use_box, clip_values=clip, seed=smoothed.seed,
-        )
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, smoothed, x: np.ndarray, labels: np.ndarray, p: float, attack, radii, *, n: int,
+                 n0: int | None, batch_size: int, eps_max, search_steps: int, n_predict: int | None,
+                 certify_kwargs: dict | None):
+        """:func:`art_smoothing.evaluate` on Ray workers (called by it, arguments validated there): each
+        chunk runs CERTIFY and the ε search of its inputs; the driver assembles the same records and
+        summary as the local path.
+
+        Per input, the attack's random streams are partition-independent too: its EOT draws are
+        shared by all inputs and keyed by search round, and every chunk starts from the driver's
+        gradient-call counter. Two caveats beyond those of CERTIFY: the attack's forward/backward
+        passes batch several inputs (bit-identity then also needs kernels that compute each row
+        independently of its neighbours — not promised by CPU or GPU libraries; on this project's
+        CPU tests empirical radii then differ in the last bits only), and ``num_random_init > 0``
+        draws random starts per position in an attack batch, so those starts, hence empirical
+        radii, depend on the partition. With ``attack={"gradient_batch_size": m}``, ``m`` the EOT
+        draws per gradient (one input per forward pass), the whole evaluation is bit-identical."""
+        from art_smoothing.attacks.pgd import SmoothedPGD, _check_positive_array
+        from art_smoothing.attacks.radius import make_attack
+        from art_smoothing.evaluation import _assemble
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        certify_kwargs = dict(certify_kwargs or {})
+        unknown = set(certify_kwargs) - {"method", "form", "box"}
+        if unknown:
+            raise ValueError(f"certify_kwargs for backend='ray' may hold method, form and box; got {sorted(unknown)}.")
+        setup = _certificate_setup(smoothed, n, n0, p, certify_kwargs.get("method"), certify_kwargs.get("form", "binary"),
+                                   certify_kwargs.get("box", True), False)
+        atk = make_attack(smoothed, p, attack)
+        attack_params = {k: getattr(atk, k) for k in SmoothedPGD.attack_params if hasattr(atk, k)}
+        if atk.num_random_init > 0:
+            logger.warning("num_random_init=%d: random starts depend on the position of an input in its attack "
+                           "batch, so empirical radii depend on how inputs are split.", atk.num_random_init)
+        if eps_max is not None:
+            eps_max = _check_positive_array("eps_max", eps_max, len(x))
+        if radii is not None:
+            check = np.atleast_1d(np.asarray(radii, dtype=np.float64))
+            if check.ndim != 1 or np.any(check < 0) or not np.all(np.isfinite(check)):
+                raise ValueError("radii must be a list of finite non-negative radii.")
+        offset = int(getattr(smoothed, "_gradient_calls", 0))
+        args = {"p": p, "n": n, "n0": n0, "batch_size": batch_size, "search_steps": search_steps,
+                "n_predict": n_predict, "certify_kwargs": certify_kwargs, "attack": attack_params}
+        model_digest = _model_digest(smoothed)
+        fingerprint = {
+            "task": "evaluate", "inputs": _array_digest(x), "labels": _array_digest(labels), "batch_size": batch_size,
+            "model": model_digest, "attack": repr(sorted((k, repr(v)) for k, v in attack_params.items())),
+            "eps_max": None if eps_max is None else _array_digest(np.asarray(eps_max, dtype=np.float64)),
+            "search_steps": search_steps, "n_predict": n_predict, "gradient_calls": offset,
+            **_certificate_fingerprint(smoothed, setup),
+        }
+        seed, store, done = self._open_store("evaluate", smoothed, fingerprint, len(x))
+
+        def submit(ray, actor, idx, payload):
+            eps = eps_max[idx] if eps_max is not None and np.ndim(eps_max) == 1 else eps_max
+            return actor.evaluate.remote(payload, ray.put(x[idx]), labels[idx], eps, seed, offset, args)
+
+        self._run_chunks(smoothed, model_digest, len(x), done, store, submit, _EVALUATE_FIELDS, "evaluate (ray)",
+                         seed)
+        cert = _certificate_from_rows(smoothed, setup, done, len(x))
+        per_input = {f: np.asarray([done[i][f] for i in range(len(x))], dtype=np.float64 if f != "predict_calls"
+                                   else np.int64) for f in ("empirical_radius", "predict_calls", "eps_max")}
+        if len(x):  # as after a local run: one gradient call per search round that attacked something
+            smoothed._gradient_calls = offset + int(per_input["predict_calls"].max()) - 1
+        return _assemble(smoothed, p, n, repr(atk), labels, cert, per_input["empirical_radius"],
+                         per_input["predict_calls"], per_input["eps_max"], radii, search_steps, n_predict)
 
     # ------------------------------------------------------------------ machinery
     def _open_store(self, task: str, smoothed, fingerprint: dict, n_inputs: int):
@@ -274,17 +310,31 @@ class RayBackend:
         size = self.chunk_size or max(1, min(64, math.ceil(len(todo) / (4 * workers))))
         return [todo[i:i + size] for i in range(0, len(todo), size)]
 
-    def _run_chunks(self, smoothed, model_digest: str, todo: np.ndarray, submit, collect, desc: str) -> None:
-        """Run ``submit(ray, actor, idx, payload)`` for every chunk of ``todo`` on a pool of actors and
-        pass each result to ``collect(idx, result)`` in the driver as soon as it arrives.
+    def _run_chunks(self, smoothed, model_digest: str, n_inputs: int, done: dict[int, dict], store, submit,
+                    fields: tuple[str, ...], desc: str, seed: int) -> None:
+        """Run ``submit(ray, actor, idx, payload)`` for every chunk of the inputs not in ``done`` on a
+        pool of actors; as each chunk's result (a dict of per-input arrays) arrives, its ``fields``
+        go into ``done`` (index → record) and the store.
 
         ``payload`` is ``[key, ref]``: the estimator put in the object store once, and a hash of its
         weights and parameters. Nested in a list, the reference is not resolved per task: an actor
         fetches it only when it holds no estimator with that key (first task, after a restart, or a
         changed model in a kept pool), so the model travels once per worker. The driver holds the
         reference for the whole run, so a restarted actor can always fetch it."""
+        todo = np.array([i for i in range(n_inputs) if i not in done], dtype=np.int64)
+        logger.info("%s: %d input(s), %d already done, base seed %d.", desc, n_inputs, n_inputs - len(todo), seed)
         if len(todo) == 0:
             return
+
+        def collect(idx: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+            records = []
+            for row, i in enumerate(idx):
+                rec = {"index": int(i), **{f: arrays[f][row].tolist() for f in fields}}
+                records.append(rec)
+                done[int(i)] = rec
+            if store is not None:
+                store.append(records)
+
         ray = _import_ray()
         self._ensure_ray(ray)
         plan = self._plan(ray, n_chunks=len(todo))
@@ -336,10 +386,14 @@ class RayBackend:
         pool = self._pool
         if pool is None or pool["key"] != key or len(pool["actors"]) < plan["workers"]:
             self.close()
-            available = ray.available_resources()
-            need_cpu = plan["workers"] * self.cpus_per_worker
-            if available.get("CPU", 0.0) + 1e-9 < need_cpu or (plan["gpu"] and available.get("GPU", 0.0) <
-                                                               plan["workers"]):
+            need = {"CPU": plan["workers"] * self.cpus_per_worker, "GPU": plan["workers"] if plan["gpu"] else 0}
+            deadline = time.monotonic() + 10.0  # actors just killed (ray.kill is asynchronous) free up soon
+            while True:
+                available = ray.available_resources()
+                if all(available.get(k, 0.0) + 1e-9 >= v for k, v in need.items()) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            if not all(available.get(k, 0.0) + 1e-9 >= v for k, v in need.items()):
                 logger.warning("The Ray cluster has %s free; %d worker(s) will wait for resources (another "
                                "RayBackend kept open with `with`?).", available, plan["workers"])
             options = {"num_cpus": self.cpus_per_worker, "num_gpus": 1 if plan["gpu"] else 0,
@@ -360,6 +414,43 @@ class RayBackend:
                 collect(chunks[c], ray.get(ref))
             except ray.exceptions.RayError:
                 pass
+
+
+# ---------------------------------------------------------------------- certificates from rows
+def _certificate_setup(smoothed, n: int, n0, norm, method, form: str, box: bool, deterministic: bool) -> dict:
+    """The scalar fields of the :class:`CertificationResult` the local path would return."""
+    from art_smoothing.certificates.norms import parse_norm
+
+    if deterministic:
+        raise ValueError("deterministic=True (exact smoothing) is not supported by the Ray backend; use "
+                         "backend='local'.")
+    use_box = bool(box) and smoothed.clip_values is not None and any(
+        s.box for s in smoothed.noise._certificates.values())
+    clip = None
+    if use_box:
+        clip = tuple(float(v) for v in np.broadcast_to(np.asarray(smoothed.clip_values, dtype=np.float64), (2,)))
+    return {"norm": smoothed.noise.norm if norm is None else parse_norm(norm), "method": method, "form": form,
+            "n": n, "n0": smoothed.sample_size if n0 is None else n0, "box": use_box, "clip_values": clip}
+
+
+def _certificate_fingerprint(smoothed, setup: dict) -> dict:
+    return {**setup, "alpha": smoothed.alpha, "noise": repr(smoothed.noise), "estimator": type(smoothed).__name__}
+
+
+def _certificate_from_rows(smoothed, setup: dict, done: dict[int, dict], n_inputs: int):
+    """The :class:`CertificationResult` of all inputs from their records (index → fields)."""
+    from art_smoothing.estimator import CertificationResult
+
+    if len(done) < n_inputs:  # pragma: no cover - _run_chunks raises before this can happen
+        raise RuntimeError(f"{n_inputs - len(done)} input(s) have no result.")
+    dtypes = {"prediction": np.int64, "radius": np.float64, "p_a_lower": np.float64, "p_b_upper": np.float64,
+              "counts": np.int64, "counts_selection": np.int64}
+    arrays = {}
+    for f in _CERTIFY_FIELDS:
+        shape = (n_inputs, smoothed.nb_classes) if f.startswith("counts") else (n_inputs,)
+        arrays[f] = np.asarray([done[i][f] for i in range(n_inputs)], dtype=dtypes[f]).reshape(shape)
+    return CertificationResult(**arrays, **setup, alpha=smoothed.alpha, noise=smoothed.noise,
+                               dim=smoothed.input_dim, seed=smoothed.seed)
 
 
 # ---------------------------------------------------------------------- worker side
@@ -454,6 +545,23 @@ class _Worker:
         x = np.array(x)  # object-store arrays are read-only views
         result = estimator.certify_detailed(x, n, batch_size, verbose=False, **kwargs)
         return {f: getattr(result, f) for f in _CERTIFY_FIELDS}
+
+    def evaluate(self, payload: list, x: np.ndarray, labels: np.ndarray, eps_max, seed: int, gradient_calls: int,
+                 args: dict) -> dict[str, np.ndarray]:
+        from art_smoothing.attacks.pgd import SmoothedPGD
+        from art_smoothing.evaluation import _certify_and_attack
+
+        estimator = self._get(payload)
+        estimator.seed = seed
+        estimator._gradient_calls = gradient_calls  # every chunk starts where the driver's counter is
+        attack = SmoothedPGD(estimator, **args["attack"])
+        cert, details = _certify_and_attack(
+            estimator, np.array(x), labels, args["p"], attack, n=args["n"], n0=args["n0"],
+            batch_size=args["batch_size"], eps_max=eps_max, search_steps=args["search_steps"],
+            n_predict=args["n_predict"], certify_kwargs=args["certify_kwargs"])
+        out = {f: getattr(cert, f) for f in _CERTIFY_FIELDS}
+        out.update(empirical_radius=details.radius, predict_calls=details.predict_calls, eps_max=details.eps_max)
+        return out
 
     def stats(self) -> dict[str, Any]:
         """Process id, estimator builds so far, device and torch threads (for logs and tests)."""

@@ -18,7 +18,7 @@ import ray
 import torch
 from torch import nn
 
-from art_smoothing import SmoothedClassifier
+from art_smoothing import SmoothedClassifier, evaluate
 from art_smoothing.distributed import RayBackend
 from art_smoothing.models import DigitsCNN, make_classifier
 from art_smoothing.noise import GaussianNoise, UniformNoise
@@ -76,7 +76,7 @@ def setup(digits):
     model = Sabotaged(DigitsCNN(width=8))
     base = make_classifier(model, (1, 8, 8), 10, preprocessing=(0.1, 0.9))
     base.fit(digits.x_train[:600], digits.y_train[:600], nb_epochs=3, batch_size=64, verbose=False)
-    return model, base, digits.x_test[:N_INPUTS]
+    return model, base, digits.x_test[:N_INPUTS], digits.y_test[:N_INPUTS]
 
 
 def one_thread(fn, *args, **kwargs):
@@ -106,7 +106,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def references(setup):
     """Single-process results, whole data set in one call."""
-    _, base, x = setup
+    _, base, x, _ = setup
     out = {}
     for name, case in CASES.items():
         sm = SmoothedClassifier(base, case["noise"], sample_size=N0, seed=7)
@@ -196,7 +196,7 @@ def test_too_many_workers_is_a_value_error(ray_local, setup):
 
 
 def test_killed_worker_is_retried_and_result_is_complete(ray_local, setup, references, tmp_path):
-    model, _, x = setup
+    model, _, x, _ = setup
     marker = tmp_path / "killed"
     model.kill_marker, model.kill_at = str(marker), 2  # dies inside its first chunk
     try:
@@ -209,7 +209,7 @@ def test_killed_worker_is_retried_and_result_is_complete(ray_local, setup, refer
 
 
 def test_failed_run_resumes_without_recomputing(ray_local, setup, references, tmp_path):
-    model, _, x = setup
+    model, _, x, _ = setup
     out = tmp_path / "run"
     jsonl = out / "certify.jsonl"
     sm = smoothed_for(setup)
@@ -246,7 +246,7 @@ def test_failed_run_resumes_without_recomputing(ray_local, setup, references, tm
 def test_seed_none_uses_one_base_seed_for_all_workers(ray_local, setup, references, tmp_path):
     """With seed=None the driver draws one base seed and every worker uses it: the Ray result equals
     the local path run with that seed (read back from the run's metadata); a resume reuses it."""
-    _, base, x = setup
+    _, base, x, _ = setup
     sm = SmoothedClassifier(base, GaussianNoise(0.25), sample_size=N0, seed=None)
     with RayBackend(num_workers=2, chunk_size=1, output_dir=tmp_path, progress=False) as backend:
         result = sm.certify_detailed(x, N, batch_size=BATCH, backend=backend)
@@ -261,3 +261,38 @@ def test_seed_none_uses_one_base_seed_for_all_workers(ray_local, setup, referenc
         again = sm.certify_detailed(x, N, batch_size=BATCH, backend=backend)  # the torn last line is dropped
     for f in FIELDS:
         np.testing.assert_array_equal(getattr(again, f), getattr(local, f), err_msg=f)
+
+
+def test_evaluate_on_ray_matches_local_and_resumes(ray_local, setup, tmp_path):
+    """evaluate(backend=...) gives the local Evaluation: bit for bit when the attack's forward passes
+    hold one input (gradient_batch_size = EOT draws); with the default gradient batching certificates
+    are still exact and empirical radii agree to float rounding. A finished run resumes from disk."""
+    model, base, x, y = setup
+
+    def fresh():  # a new estimator: its gradient-call counter starts at 0 like the reference's
+        return SmoothedClassifier(base, GaussianNoise(0.25), sample_size=N0, seed=7, eot_samples=8)
+
+    kw = {"norm": 2, "n": N, "batch_size": BATCH, "search_steps": 5}
+    exact = {"max_iter": 6, "gradient_batch_size": 8}
+    ref_est = fresh()
+    ref = one_thread(evaluate, ref_est, x, y, attack=exact, **kw)
+    assert ref.summary.ratio_count > 0 and ref.summary.abstentions < N_INPUTS  # something to compare
+    ref_default = one_thread(evaluate, fresh(), x, y, attack={"max_iter": 6}, **kw)
+    with RayBackend(num_workers=2, chunk_size=1, progress=False) as backend:
+        est = fresh()
+        assert evaluate(est, x, y, attack=exact, backend=backend, **kw).to_dict() == ref.to_dict()
+        assert est._gradient_calls == ref_est._gradient_calls  # the counter advances as a local run's
+
+        backend.chunk_size, backend.output_dir = 5, tmp_path
+        assert evaluate(fresh(), x, y, attack=exact, backend=backend, **kw).to_dict() == ref.to_dict()
+        model.forbid = True
+        try:
+            assert evaluate(fresh(), x, y, attack=exact, backend=backend, **kw).to_dict() == ref.to_dict()
+        finally:
+            model.forbid = False
+
+        backend.chunk_size, backend.output_dir = 1, None
+        other = evaluate(fresh(), x, y, attack={"max_iter": 6}, backend=backend, **kw)
+    for a, b in zip(other.records, ref_default.records):
+        assert (a.prediction, a.certified_radius, a.p_a_lower) == (b.prediction, b.certified_radius, b.p_a_lower)
+        np.testing.assert_allclose(a.empirical_radius, b.empirical_radius, rtol=1e-5)
