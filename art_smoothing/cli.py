@@ -899,6 +899,7 @@ def evaluate_command(ctx, **_):
     cert_kwargs = _certify_kwargs(params, norm, method, box, params["n0"])
     cert_kwargs.pop("norm")
     cert_kwargs.pop("n0")
+    backend = cert_kwargs.pop("backend", "local")  # --backend ray: certify AND attack on the workers
     attack = {"max_iter": params["attack_steps"], "eot_samples": params["eot_samples"],
               "num_random_init": params["restarts"]}
     raw_attack = _assignments(params.get("attack_param"), "--attack-param")
@@ -915,7 +916,7 @@ def evaluate_command(ctx, **_):
         evaluation = evaluate(smoothed, x, y, norm=norm, n=params["n"], attack=attack, radii=table_radii,
                               n0=params["n0"], batch_size=params["batch_size"], eps_max=params.get("eps_max"),
                               search_steps=params["search_steps"], n_predict=params.get("n_predict"),
-                              certify_kwargs=cert_kwargs)
+                              certify_kwargs=cert_kwargs, backend=backend)
     records = evaluation.to_records()
     cert_r = np.array([r["certified_radius"] for r in records], dtype=np.float64)
     emp_r = np.array([r["empirical_radius"] for r in records], dtype=np.float64)
