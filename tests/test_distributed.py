@@ -296,3 +296,26 @@ def test_evaluate_on_ray_matches_local_and_resumes(ray_local, setup, tmp_path):
     for a, b in zip(other.records, ref_default.records):
         assert (a.prediction, a.certified_radius, a.p_a_lower) == (b.prediction, b.certified_radius, b.p_a_lower)
         np.testing.assert_allclose(a.empirical_radius, b.empirical_radius, rtol=1e-5)
+
+
+def test_cli_backend_ray_matches_local(ray_local, tmp_path):
+    """``art-smoothing evaluate --backend ray --workers 2`` writes the per-input CSV of the local run."""
+    from click.testing import CliRunner
+
+    from art_smoothing.cli import cli
+
+    args = ["evaluate", "--limit", "6", "--n", "60", "--n0", "20", "--epochs", "1", "--train-limit", "300",
+            "--batch-size", "500", "--seed", "3", "--quiet", "--attack-steps", "3", "--eot-samples", "8",
+            "--search-steps", "3", "--attack-param", "gradient_batch_size=8"]
+    env = {"ART_SMOOTHING_CACHE": str(tmp_path / "cache")}
+    runner = CliRunner()
+    outs = {}
+    for name, extra in (("local", []), ("ray", ["--backend", "ray", "--workers", "2"])):
+        outs[name] = tmp_path / name
+        result = one_thread(runner.invoke, cli, [*args, *extra, "--out", str(outs[name])], env=env,
+                            catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    local, distributed = ((outs[k] / "evaluate.csv").read_text() for k in ("local", "ray"))
+    assert len(local.splitlines()) == 7 and distributed == local
+    summary = json.loads((outs["ray"] / "summary.json").read_text())
+    assert summary["certificate"]["backend"] == "ray"
