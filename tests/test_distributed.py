@@ -319,3 +319,21 @@ def test_cli_backend_ray_matches_local(ray_local, tmp_path):
     assert len(local.splitlines()) == 7 and distributed == local
     summary = json.loads((outs["ray"] / "summary.json").read_text())
     assert summary["certificate"]["backend"] == "ray"
+
+
+def test_numpy_smoothed_classifier_on_ray(ray_local, digits):
+    """A scikit-learn base classifier (NumpySmoothedClassifier) travels to the workers and certifies as
+    locally."""
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x_train = digits.x_train[:400].reshape(400, -1)
+    model = LogisticRegression(max_iter=200).fit(x_train, digits.y_train[:400])
+    sm = SmoothedClassifier(SklearnClassifier(model, clip_values=(0.0, 1.0)), GaussianNoise(0.25), sample_size=N0,
+                            seed=5)
+    x = digits.x_test[:6].reshape(6, -1)
+    ref = one_thread(sm.certify_detailed, x, N, batch_size=BATCH)
+    result = sm.certify_detailed(x, N, batch_size=BATCH, backend=RayBackend(num_workers=1, chunk_size=4,
+                                                                            progress=False))
+    assert_same(result, ref)
+    assert type(sm).__name__ == "NumpySmoothedClassifier"
