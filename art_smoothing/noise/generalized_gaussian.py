@@ -41,8 +41,8 @@ bisection, vectorised over inputs, and takes the best family. μ_k = E|W|^k = Γ
 
   Integrating (∫₀¹ (1 − s)s^{2i} ds = 1/((2i+1)(2i+2))):
   φ_p(t) ≤ p(p−1) G (t²/2 + Σ_{i≥1} e_i t^{2i+2}/((2i+1)(2i+2))). For even p (θ = 0) every step is an
-  equality and this is the exact formula above; the bound is continuous in p and tends to the exact
-  formula of p + 2·(1 − θ) at both ends of each interval between even integers.
+  equality and this is the exact formula above; between two even integers the coefficients are
+  continuous in p and tend to the exact ones at both ends.
 * **1 ≤ p ≤ 2 — two bounds.** (a) φ_p(t) ≤ |t|^p: ½(|w+t|^p + |w−t|^p) ≤ (w² + t²)^{p/2} (concavity
   of y ↦ y^{p/2}) ≤ |w|^p + |t|^p (subadditivity), and E|W+t|^p = E ½(|W+t|^p + |W−t|^p) by symmetry.
   This is Hayes' equation (20). (b) φ_p(t) ≤ ½ p(p−1) μ_{p−2} t² = p²Γ(2 − 1/p)/(2Γ(1/p)) · t²:
