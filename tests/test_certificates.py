@@ -163,7 +163,7 @@ def test_default_method_is_the_best_one(noise):
 probs = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(p1=probs, p2=probs, pb=st.floats(min_value=0.0, max_value=0.5), c=st.floats(min_value=0.1, max_value=10))
 def test_properties_monotone_and_scale_equivariant(p1, p2, pb, c):
     lo, hi = min(p1, p2), max(p1, p2)
@@ -229,3 +229,18 @@ def test_bad_certificate_arguments():
         noise.certified_radius([0.9], norm=2)
     with pytest.raises(ValueError, match="dim"):
         UniformNoise(1.0).certified_radius([0.9], norm="inf", method="cube")
+
+
+@pytest.mark.parametrize("noise", [GaussianNoise(0.3), LaplaceNoise(0.3)], ids=lambda n: type(n).__name__)
+def test_dominated_certificates_never_exceed_their_dominator(noise):
+    """method=None skips a certificate declared dominated_by another; that is only right if it never
+    exceeds it. Dense grid over (p_a, p_b), binary and pair forms."""
+    p_a, p_b = np.meshgrid(np.linspace(0.01, 0.999, 80), np.linspace(0.0, 0.99, 80))
+    p_a, p_b = p_a.ravel(), p_b.ravel()
+    for spec in noise._certificates.values():
+        if spec.dominated_by is None:
+            continue
+        for pb in (None, p_b):
+            low = noise.certified_radius(p_a, pb, method=spec.name)
+            high = noise.certified_radius(p_a, pb, method=spec.dominated_by)
+            assert np.all(low <= high * (1 + 1e-9) + 1e-12), spec.name

@@ -55,6 +55,8 @@ class CertificateSpec:
     :param box: the certificate needs the input ``x`` and the box ``clip_values``.
     :param needs_dim: the native radius itself depends on the dimension (not just conversions).
     :param differentiable: ``fn`` is a differentiable torch function of (p_a, p_b).
+    :param dominated_by: name of a certificate of the same noise that is never smaller (proved, and
+        tested over dense grids); ``method=None`` then skips this one, since the maximum is unchanged.
     """
 
     name: str
@@ -63,6 +65,7 @@ class CertificateSpec:
     box: bool = False
     needs_dim: bool = False
     differentiable: bool = True
+    dominated_by: str | None = None
 
 
 @dataclass
@@ -75,12 +78,14 @@ class CertificateContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def certificate(name: str, norm, *, box: bool = False, needs_dim: bool = False, differentiable: bool = True):
+def certificate(name: str, norm, *, box: bool = False, needs_dim: bool = False, differentiable: bool = True,
+                dominated_by: str | None = None):
     """Mark a noise method as a certificate ``fn(self, p_a, p_b, ctx) -> radius`` in ``norm``."""
 
     def deco(fn):
         fn._certificate_spec = CertificateSpec(
-            name=name, norm=parse_norm(norm), fn=fn, box=box, needs_dim=needs_dim, differentiable=differentiable
+            name=name, norm=parse_norm(norm), fn=fn, box=box, needs_dim=needs_dim, differentiable=differentiable,
+            dominated_by=dominated_by,
         )
         return fn
 
@@ -204,7 +209,8 @@ class Noise:
     def _select(self, method, *, box: bool) -> list[CertificateSpec]:
         specs = self._native_specs(box=box)
         if method is None:
-            return specs
+            names = {s.name for s in specs}
+            return [s for s in specs if s.dominated_by not in names]
         names = [method] if isinstance(method, str) else list(method)
         chosen = []
         for name in names:

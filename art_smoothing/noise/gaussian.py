@@ -50,7 +50,7 @@ class GaussianNoise(Noise):
     # All are sound but never larger than ``cohen`` (which is tight); they exist for comparison
     # (Hayes, 2020, Section 2.3 and Proposition 1). Formulas, derivations and the corrections made to
     # Hayes' Table 1 are in :mod:`art_smoothing.certificates.divergences`.
-    @certificate("kl", norm=2)
+    @certificate("kl", norm=2, dominated_by="cohen")
     def _kl(self, p_a, p_b, ctx):
         """KL divergence (Hayes, Table 1, row 1; Li et al., 2019): R = σ √(−2 log(2√(p_a p_b) + 1 − p_a − p_b)).
 
@@ -59,38 +59,38 @@ class GaussianNoise(Noise):
         """
         return divergences.gaussian_radius("kl", p_a, p_b, self.sigma)
 
-    @certificate("renyi", norm=2)
+    @certificate("renyi", norm=2, dominated_by="cohen")
     def _renyi(self, p_a, p_b, ctx):
         """Rényi divergence optimised over the order α > 0 (Li et al., 2019, Theorem 1; Hayes, eq. (12)):
         R = sup_α σ √(−(2/α) log(1 − p_a − p_b + 2((p_a^{1−α} + p_b^{1−α})/2)^{1/(1−α)})).
         Li et al. search α > 1; α ∈ (0, 1) is valid as well (α = ½ is the Bhattacharyya radius)."""
         return divergences.gaussian_radius("renyi", p_a, p_b, self.sigma)
 
-    @certificate("chi2", norm=2)
+    @certificate("chi2", norm=2, dominated_by="cohen")
     def _chi2(self, p_a, p_b, ctx):
         """χ² divergence (Hayes, Table 1, row 3): R = σ √(log((p_a + p_b)/((p_a + p_b) − (p_a − p_b)²)));
         the Rényi certificate at α = 2."""
         return divergences.gaussian_radius("chi2", p_a, p_b, self.sigma)
 
-    @certificate("hellinger", norm=2)
+    @certificate("hellinger", norm=2, dominated_by="cohen")
     def _hellinger(self, p_a, p_b, ctx):
         """Squared Hellinger distance (Hayes, Table 1, row 2): R = σ √(−4 log(1 − (√p_a − √p_b)²/2))."""
         return divergences.gaussian_radius("hellinger", p_a, p_b, self.sigma)
 
-    @certificate("bhattacharyya", norm=2)
+    @certificate("bhattacharyya", norm=2, dominated_by="cohen")
     def _bhattacharyya(self, p_a, p_b, ctx):
         """Bhattacharyya distance (Hayes, Table 1, row 4): the same radius as Hellinger (both are
         monotone functions of the Bhattacharyya coefficient; Hayes' Proposition 1.4)."""
         return divergences.gaussian_radius("bhattacharyya", p_a, p_b, self.sigma)
 
-    @certificate("tv", norm=2)
+    @certificate("tv", norm=2, dominated_by="cohen")
     def _tv(self, p_a, p_b, ctx):
         """Total variation (Hayes, Table 1, row 5, **corrected**): R = 2σ Φ⁻¹(½ + (p_a − p_b)/4).
         Table 1 prints 2σ Φ⁻¹(½ + |p_1 − p_2|/2), which over-claims (≈ 2× Cohen's tight radius near
         p_a = ½): TV(N(δ), N(0)) = 2Φ(‖δ‖/2σ) − 1 must stay below the flip bound (p_a − p_b)/2."""
         return divergences.gaussian_radius("tv", p_a, p_b, self.sigma)
 
-    @certificate("lecuyer_dp", norm=2)
+    @certificate("lecuyer_dp", norm=2, dominated_by="cohen")
     def _lecuyer_dp(self, p_a, p_b, ctx):
         """Lecuyer et al. (2019) differential-privacy bound (as quoted by Hayes, §2.3):
         R = sup_{0<ε≤min(1, ½ log(p_a/p_b))} σ ε / √(2 log(1.25 (1 + e^ε)/(p_a − e^{2ε} p_b)))."""

@@ -55,7 +55,7 @@ class LaplaceNoise(Noise):
         second = -self.scale * torch.log1p(-(p_a - p_b))
         return torch.maximum(first, second)
 
-    @certificate("lecuyer", norm=1)
+    @certificate("lecuyer", norm=1, dominated_by="teng")
     def _lecuyer(self, p_a, p_b, ctx):
         """Lecuyer et al. (2019) differential-privacy baseline: the Laplace mechanism with scale λ is
         (‖δ‖₁/λ, 0)-DP, and their robustness condition p_a > e^{2ε} p_b gives R = λ/2 · log(p_a/p_b)
