@@ -70,6 +70,7 @@ from typing import NamedTuple
 import torch
 
 from art_smoothing.certificates.divergences import kl_flip_bound
+from art_smoothing.certificates.norms import parse_norm
 from art_smoothing.noise.base import Noise, certificate, check_positive
 
 __all__ = ["MAX_CERTIFIED_P", "GeneralizedGaussianNoise", "KLBoundFamily", "kl_coordinate_families"]
@@ -247,8 +248,6 @@ class GeneralizedGaussianNoise(Noise):
     def kl_ball_bound(self, eps, norm=None, dim: int | None = None) -> torch.Tensor:
         """Upper bound on sup_{‖δ‖_q ≤ eps} KL(GN(δ, σ, p) ‖ GN(0, σ, p)) in dimension ``dim`` (q = ``norm``,
         default p) — the left-hand side of Hayes' equation (21)."""
-        from art_smoothing.certificates.norms import parse_norm
-
         q = self.p if norm is None else parse_norm(norm)
         s = torch.as_tensor(eps, dtype=torch.float64) / self.sigma
         best = None
