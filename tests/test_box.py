@@ -439,3 +439,20 @@ def test_estimator_uses_the_box_automatically_and_box_false_switches_it_off():
     # inputs outside the classifier's box are refused by the box certificate with a clear message
     with pytest.raises(ValueError, match="outside clip_values"):
         sm.certify_detailed(x + 0.5, n=100, norm=1)
+
+
+@pytest.mark.parametrize("lam", [0.2, 0.3, 0.6, 1.0, 3.0, 30.0, 1e4])
+def test_topk_walk_equals_full_sort(lam):
+    """radius_input only looks at the K + 1 largest rooms (a topk bounded via P_k <= (1 − 1/(4λ))^k);
+    it must equal the walk over all sorted coordinates, including inputs with all rooms 1/2 (the bound's
+    equality case) and inputs whose whole box is certified."""
+    rng = np.random.default_rng(int(lam * 10))
+    x = rng.uniform(size=(300, 200))
+    x[:50] = 0.5
+    x[50:100] = np.round(x[50:100])
+    t = t64(rng.uniform(0.5, 1.0, 300))
+    x = t64(x)
+    fast = box.radius_input(x, t, lam)
+    full = box._radius_from_tables(x, t, lam, 200)
+    torch.testing.assert_close(fast, full, rtol=1e-13, atol=0)
+    assert box.radius_input(x[:0], t[:0], lam).shape == (0,)
