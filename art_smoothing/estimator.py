@@ -363,7 +363,13 @@ class _SmoothingCore:
         use_box = bool(box) and self.clip_values is not None and any(s.box for s in self.noise._certificates.values())
         clip = None
         if use_box:
-            clip = tuple(float(v) for v in np.broadcast_to(np.asarray(self.clip_values, dtype=np.float64), (2,)))
+            cv = np.asarray(self.clip_values, dtype=np.float64)
+            if cv.size != 2 and not (np.all(cv[0] == cv[0].flat[0]) and np.all(cv[1] == cv[1].flat[0])):
+                raise ValueError(
+                    "Box-constrained certificates need one (lo, hi) box for all features, but the classifier has "
+                    "per-feature clip_values; pass box=False to certify without the box."
+                )
+            clip = (float(cv[0].flat[0]), float(cv[1].flat[0])) if cv.size != 2 else (float(cv.flat[0]), float(cv.flat[1]))
         if backend != "local":
             return backend.certify_detailed(self, x, n, batch_size, norm=norm, method=method, form=form, n0=n0,
                                             box=box, deterministic=deterministic, verbose=verbose)

@@ -262,3 +262,20 @@ def test_bad_constructor_arguments(kwargs, match):
     base = linear_classifier(np.ones(4), 0.0)
     with pytest.raises(ValueError, match=match):
         SmoothedClassifier(base, **kwargs)
+
+
+def test_box_with_per_feature_clip_values_asks_for_box_false():
+    from art_smoothing.noise import UniformNoise as U
+
+    lo, hi = np.zeros(4, np.float32), np.ones(4, np.float32)
+    hi[0] = 2.0
+    sm = SmoothedClassifier(linear_classifier(np.ones(4), -2.0, clip_values=(lo, hi)), noise=U(1.0), seed=0)
+    x = np.full((2, 4), 0.5, dtype=np.float32)
+    with pytest.raises(ValueError, match="box=False"):
+        sm.certify(x, n=50)
+    pred, radius = sm.certify(x, n=50, box=False)
+    assert pred.shape == (2,) and np.all(radius >= 0)
+    # a per-feature array that is one box in disguise is accepted
+    same = SmoothedClassifier(linear_classifier(np.ones(4), -1.0, clip_values=(lo, np.ones(4, np.float32))),
+                              noise=U(1.0), seed=0)
+    assert same.certify_detailed(x, n=50).clip_values == (0.0, 1.0)
