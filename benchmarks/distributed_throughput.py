@@ -3,17 +3,20 @@
 Measured (noisy samples per second, counting the n0 selection and n estimation draws of every input):
 
 * local/T  — ``smoothed.certify_detailed(x, n)`` in this process with T torch threads;
-* ray xW   — ``backend=RayBackend(num_workers=W)`` with one CPU and one torch thread per worker,
-  workers kept up by ``with RayBackend(...)`` (warm: actor start-up and model shipping excluded; the
-  first, cold call is reported separately, as is ``ray.init``).
+* ray xW   — ``backend=RayBackend(num_workers=W)`` with one torch thread per worker, workers kept
+  up between calls (warm: actor start-up and model shipping excluded; the first, cold call is
+  reported separately, as is ``ray.init``).
+
+The modes are measured round-robin (local/1, local/2, ray x1, ray x2, again ...) and each figure is
+the best of ``--repeats`` rounds, so that load from other processes on a shared machine does not
+favour one column.
 
 Every Ray result is checked bit for bit against the one-thread local result (same seed, same
 ``batch_size``, same thread count per process: the documented condition for bit-identity).
 
 Usage: ``python benchmarks/distributed_throughput.py [--inputs 32] [--n 2000] [--repeats 3]``.
-Random weights are fine for timing. Each figure is the best of ``--repeats`` runs. On a shared
-machine, read the load average printed with the table: other processes competing for the cores
-change every column.
+Random weights are fine for timing. On a shared machine read the load average printed with the
+table: other processes competing for the two cores lower every column.
 
 Scaling on a multi-GPU node (not measured here: no GPU on the benchmark machine). ``RayBackend()``
 starts one actor per GPU (``num_gpus=1`` each); the inputs are cut into about four chunks per
@@ -44,15 +47,6 @@ from art_smoothing.noise import GaussianNoise
 FIELDS = ("prediction", "radius", "p_a_lower", "p_b_upper", "counts", "counts_selection")
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
 def with_threads(threads: int, fn):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -78,19 +72,33 @@ def run_config(name, model, shape, args) -> dict:
 
     row = {"config": name, "d": int(np.prod(shape)), "samples": total}
     threads = sorted({1, os.cpu_count() or 1})
-    ref = None
-    for t in threads:
-        seconds, res = with_threads(t, lambda: best_of(certify, args.repeats))
-        row[f"local/{t}"] = total / seconds
-        ref = res if t == 1 else ref
-    for workers in (1, 2):
-        with RayBackend(num_workers=workers, progress=False) as backend:
+    # Both pools stay up (0.5 logical CPU each worker, one torch thread each) so that the modes can be
+    # measured round-robin: on a shared machine, load that comes and goes then hits every column alike.
+    pools = {w: RayBackend(num_workers=w, cpus_per_worker=0.5, progress=False) for w in (1, 2)}
+    times = {k: [] for k in [f"local/{t}" for t in threads] + ["ray x1", "ray x2"]}
+    results = {}
+    try:
+        for w, backend in pools.items():
+            backend.__enter__()
             t0 = time.perf_counter()
-            cold = certify(backend)
-            row[f"cold x{workers} s"] = time.perf_counter() - t0
-            seconds, res = best_of(lambda: certify(backend), args.repeats)
-        row[f"ray x{workers}"] = total / seconds
-        row[f"identical x{workers}"] = same(res, ref) and same(cold, ref)
+            results[f"cold x{w}"] = certify(backend)
+            row[f"cold x{w} s"] = time.perf_counter() - t0
+        for _ in range(args.repeats):
+            for key, spent in times.items():
+                t0 = time.perf_counter()
+                if key.startswith("local"):
+                    results[key] = with_threads(int(key.split("/")[1]), certify)
+                else:
+                    results[key] = certify(pools[int(key[-1])])
+                spent.append(time.perf_counter() - t0)
+    finally:
+        for backend in pools.values():
+            backend.__exit__(None, None, None)
+    ref = results["local/1"]
+    for key, ts in times.items():
+        row[key] = total / min(ts)
+    for w in (1, 2):
+        row[f"identical x{w}"] = same(results[f"ray x{w}"], ref) and same(results[f"cold x{w}"], ref)
     return row
 
 
