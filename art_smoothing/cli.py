@@ -41,6 +41,8 @@ DEFAULT_NOISE_CONTEXT = {"sigma": 0.25}
 #: ``compare`` without --noise: the three classic noises at equal per-coordinate std 0.25
 DEFAULT_COMPARE = ("gaussian:sigma=0.25", "laplace:scale=0.1768", "uniform:scale=0.4330")
 SUMMARY_NAME = "summary.json"
+#: click parameter names of the noise parameter options (``--scale`` is stored as ``noise_scale``)
+NOISE_PARAM_PREFIX = "noise_"
 
 
 class CLIError(ValueError):
@@ -104,7 +106,7 @@ def _noise_param_options() -> list[tuple[str, str, str, str]]:
         if name in _CONTEXT_PARAMS or name in _RESERVED:
             continue  # filled from the data (clip_values) or reachable as --noise NAME:param=value
         metavar = {"float": "FLOAT", "int": "INT", "bool": "BOOL", "pair": "LO,HI"}.get(kinds[name], "VALUE")
-        out.append((f"--{name.replace('_', '-')}", f"np_{name}",
+        out.append((f"--{name.replace('_', '-')}", f"{NOISE_PARAM_PREFIX}{name}",
                     f"Noise parameter {name} (of {', '.join(sorted(owners[name]))}).", metavar))
     return out
 
@@ -372,9 +374,18 @@ def _csv_value(v):
 
 
 def _describe_noise(noise) -> str:
-    params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in noise.params().items() if v is not None and k != "clip_values")
-    return f"{registry.noise_record(noise)['name']}({params})"
+    """``laplace(scale=0.5)``: the noise's name and the parameters that differ from their defaults."""
+    record = registry.noise_record(noise)
+    defaults = {p.name: p.default for p in registry.resolve_noise(record["name"]).params if not p.required}
+    shown = []
+    for key, value in noise.params().items():
+        if key in defaults and (value == defaults[key] or (isinstance(value, tuple) and list(value) == list(
+                defaults[key] or ()))):
+            continue
+        if key == "clip_values" or value is None:
+            continue
+        shown.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
+    return f"{record['name']}({', '.join(shown)})"
 
 
 # ============================================================================================ run state
@@ -544,7 +555,8 @@ def _noise_specs(params: dict[str, Any], multiple: bool) -> list[tuple[str, dict
 
 
 def _shared_noise_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {k[3:]: v for k, v in params.items() if k.startswith("np_") and v is not None}
+    n = len(NOISE_PARAM_PREFIX)
+    return {k[n:]: v for k, v in params.items() if k.startswith(NOISE_PARAM_PREFIX) and v is not None}
 
 
 def _build_noises(params: dict[str, Any], data, multiple: bool):
@@ -631,6 +643,12 @@ def _backend(params):
                                   progress=not params.get("quiet"))
 
 
+def _say(params: dict[str, Any], message: str) -> None:
+    """A progress line on stderr (not with --quiet)."""
+    if not params.get("quiet"):
+        click.echo(f"- {message}", err=True)
+
+
 def _get_classifier(params: dict[str, Any], data, noise, device, run: Run | None, label: str = "model"):
     """Base ART classifier and its ModelInfo: bundled (trained/cached), TorchScript or factory."""
     from art_smoothing import zoo
@@ -651,7 +669,11 @@ def _get_classifier(params: dict[str, Any], data, noise, device, run: Run | None
                 train_limit=params.get("train_limit"), use_cache=not params.get("no_cache"),
                 verbose=not params.get("quiet"))
         if info.details.get("cached"):
-            logger.info("%s: cached bundled model %s", label, info.details.get("path"))
+            _say(params, f"{label}: cached {info.spec} trained with {_describe_noise(noise)} ({info.details.get('path')})")
+        else:
+            _say(params, f"{label}: trained {info.spec} with {_describe_noise(noise)} in "
+                         f"{info.details['training']['seconds']:.1f} s"
+                         + (f", cached as {info.details['path']}" if info.details.get("path") else ""))
     else:
         model, info = zoo.load_model(spec, weights=params.get("weights"), factory_kwargs=factory_kwargs, device=device)
         classifier = zoo.wrap(model, data.input_shape, data.nb_classes, data.clip_values, device, params.get("lr", 1e-3))
@@ -823,6 +845,7 @@ def certify_command(ctx, **_):
     kwargs = _certify_kwargs(params, norm, method, box, params["n0"])
     classifier, info = _get_classifier(params, data, noise, device, run)
     smoothed = _smoothed(classifier, noise, params)
+    _say(params, f"certifying {len(x)} inputs on {device} (n0={params['n0']}, n={params['n']} draws each)")
     with run.timed("certify_seconds"):
         result = smoothed.certify_detailed(x, params["n"], batch_size=params["batch_size"], **kwargs)
     correct = result.prediction == y
@@ -912,6 +935,8 @@ def evaluate_command(ctx, **_):
             attack[key] = registry.convert_value(specs[key], value, "SmoothedPGD")
     classifier, info = _get_classifier(params, data, noise, device, run)
     smoothed = _smoothed(classifier, noise, params, eot_samples=params["eot_samples"])
+    _say(params, f"certifying and attacking {len(x)} inputs on {device} (n={params['n']}; PGD {params['attack_steps']} "
+                 f"steps x {params['eot_samples']} draws, {params['search_steps']} search rounds)")
     with run.timed("evaluate_seconds"):
         evaluation = evaluate(smoothed, x, y, norm=norm, n=params["n"], attack=attack, radii=table_radii,
                               n0=params["n0"], batch_size=params["batch_size"], eps_max=params.get("eps_max"),
@@ -1028,6 +1053,7 @@ def compare_command(ctx, **_):
         smoothed = _smoothed(classifier, noise, params)
         any_box = any(_method_plan(noise, m, norms[0], params["box"], data.clip_values)[1] for m in wanted)
         kwargs = _certify_kwargs(params, norms[0], None, any_box, params["n0"])
+        _say(params, f"certifying {len(x)} inputs with {_describe_noise(noise)}")
         with run.timed("certify_seconds"):
             result = smoothed.certify_detailed(x, params["n"], batch_size=params["batch_size"], **kwargs)
         correct = result.prediction == y

@@ -132,21 +132,37 @@ def _kind_from_default(default) -> str:
     return "any"
 
 
-def _param_specs(cls) -> tuple[ParamSpec, ...]:
+def _signature(fn) -> inspect.Signature:
     try:
-        sig = inspect.signature(cls, eval_str=True)
+        return inspect.signature(fn, eval_str=True)
     except Exception:  # noqa: BLE001 - an annotation that does not evaluate: use the defaults only
-        sig = inspect.signature(cls)
-    specs = []
-    for p in sig.parameters.values():
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in _TRAINER_RESERVED:
-            continue
-        annotation = p.annotation if not isinstance(p.annotation, str) else _MISSING
-        kind, optional = _kind_from_annotation(annotation)
-        if kind is None:
-            kind = _kind_from_default(p.default) if p.default is not _MISSING else "float"
-        optional = optional or p.default is None
-        specs.append(ParamSpec(p.name, kind, p.default, optional))
+        return inspect.signature(fn)
+
+
+def _param_specs(cls) -> tuple[ParamSpec, ...]:
+    """Constructor parameters of ``cls``; a ``**kwargs`` passed on to a base class is followed into
+    the base class's ``__init__`` (e.g. a noise that forwards its keyword options)."""
+    specs: list[ParamSpec] = []
+    seen: set[str] = set()
+    params = list(_signature(cls).parameters.values())
+    mro = [k for k in cls.__mro__[1:] if "__init__" in vars(k) and k is not object]
+    while True:
+        forwards = False
+        for p in params:
+            if p.kind == p.VAR_KEYWORD:
+                forwards = True
+                continue
+            if p.kind == p.VAR_POSITIONAL or p.name in _TRAINER_RESERVED or p.name in seen:
+                continue
+            seen.add(p.name)
+            annotation = p.annotation if not isinstance(p.annotation, str) else _MISSING
+            kind, optional = _kind_from_annotation(annotation)
+            if kind is None:
+                kind = _kind_from_default(p.default) if p.default is not _MISSING else "float"
+            specs.append(ParamSpec(p.name, kind, p.default, optional or p.default is None))
+        if not forwards or not mro:
+            break
+        params = list(_signature(mro.pop(0).__init__).parameters.values())[1:]  # drop self
     return tuple(specs)
 
 

@@ -255,6 +255,17 @@ FACTORY = textwrap.dedent("""
     """)
 
 
+@pytest.mark.skipif("consistency" not in registry.trainer_registry(), reason="art_smoothing.training.TRAINERS absent")
+def test_trainer_by_name_with_parameters(run, tmp_path):
+    out = tmp_path / "cons"
+    ok(run("train", "--trainer", "consistency", "--trainer-param", "m=2", "--trainer-param", "lbd=5", "--epochs", "1",
+           "--train-limit", "100", "--limit", "20", "--quiet", "--out", out))
+    training = read_json(out / "summary.json")["model"]["training"]
+    assert training["trainer"] == "consistency" and training["trainer_params"] == {"m": 2, "lbd": 5.0}
+    bad = run("train", "--trainer", "consistency", "--trainer-param", "nope=1", "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "has no parameter 'nope'" in bad.stderr and "lbd" in bad.stderr
+
+
 def test_factory_model_with_weights(run, tmp_path, monkeypatch):
     (tmp_path / "user_nets.py").write_text(FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -369,9 +380,9 @@ def test_without_matplotlib_runs_and_warns(tmp_path, cache):
 def test_every_noise_is_reachable_by_name_with_its_parameters():
     """Every exported noise builds from the command-line strings of its parameters, and each of its
     parameters is a CLI option (or filled from the data, or settable inline)."""
-    from art_smoothing.cli import _CONTEXT_PARAMS, _noise_param_options
+    from art_smoothing.cli import _CONTEXT_PARAMS, NOISE_PARAM_PREFIX, _noise_param_options
 
-    options = {dest[3:] for _, dest, _, _ in _noise_param_options()}
+    options = {dest.removeprefix(NOISE_PARAM_PREFIX) for _, dest, _, _ in _noise_param_options()}
     entries = registry.noise_registry()
     assert {"gaussian", "laplace", "uniform"} <= set(entries)
     import art_smoothing.noise as noise_pkg
