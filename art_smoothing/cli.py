@@ -474,6 +474,10 @@ class Run:
         return path
 
 
+#: -v count of the current invocation
+_VERBOSITY = [0]
+
+
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record (test runners swap it)."""
 
@@ -488,9 +492,9 @@ class _StderrHandler(logging.StreamHandler):
 
 def _configure_logging(quiet: bool) -> None:
     """Library log records of level WARNING and up as ``WARNING: message`` lines on stderr
-    (``ART_SMOOTHING_VERBOSITY=1``/``2`` for INFO/DEBUG); Python warnings are silenced."""
+    (``-v``/``-vv`` or ``ART_SMOOTHING_VERBOSITY=1``/``2`` for INFO/DEBUG); Python warnings are silenced."""
     level = logging.WARNING
-    verbosity = int(os.environ.get("ART_SMOOTHING_VERBOSITY", "0") or 0)
+    verbosity = _VERBOSITY[0] or int(os.environ.get("ART_SMOOTHING_VERBOSITY", "0") or 0)
     if verbosity:
         level = logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger()
@@ -732,12 +736,14 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 @click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="art_smoothing", prog_name="art-smoothing")
-def cli():
+@click.option("-v", "--verbose", count=True, help="Library log messages: -v for INFO, -vv for DEBUG.")
+def cli(verbose):
     """Randomized smoothing with many noises for ART: train, certify, evaluate (attack vs certificate),
     compare. Every run writes CSV, a JSON summary (rerunnable) and PNG plots to a folder.
 
     Start with:  art-smoothing evaluate   (digits, Gaussian sigma=0.25, l2; a few minutes on a CPU)
     """
+    _VERBOSITY[0] = verbose
 
 
 # -------------------------------------------------------------------------------------------- list
@@ -783,7 +789,7 @@ def train_command(ctx, **_):
     (noise,) = _build_noises(params, data, multiple=False)
     spec = params.get("model") or "bundled"
     if spec == "bundled":
-        classifier, info = _get_classifier({**params, "no_cache": params.get("no_cache")}, data, noise, device, run)
+        classifier, info = _get_classifier(params, data, noise, device, run)
     else:
         model, loaded = zoo.load_model(spec, weights=params.get("weights"),
                                        factory_kwargs=_assignments(params.get("factory_arg"), "--factory-arg"),
@@ -1160,6 +1166,11 @@ def rerun_command(summary, out, quiet):
             differ = sorted(set(compared) - set(same))
             click.echo(f"rerun: {', '.join(differ)} differ from {original} (other hardware, thread count or "
                        "library version?)")
+    elif new_out and os.path.isfile(os.path.join(new_out, SUMMARY_NAME)):
+        with open(os.path.join(new_out, SUMMARY_NAME), encoding="utf-8") as fh:
+            again = json.load(fh)
+        verdict = "identical to" if again.get("results") == doc.get("results") else "different from"
+        click.echo(f"rerun: results {verdict} those of {original}")
 
 
 _LAST_OUT: list[str] = []

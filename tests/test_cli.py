@@ -234,6 +234,10 @@ def test_train_is_deterministic_and_its_model_certifies(run, tmp_path):
     a = torch.jit.load(str(tmp_path / "a" / "model.pt")).state_dict()
     b = torch.jit.load(str(tmp_path / "b" / "model.pt")).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rerun = ok(run("rerun", tmp_path / "a", "--out", tmp_path / "c"))  # a folder works as well as its JSON
+    assert "results identical" in rerun.stdout
+    c = torch.jit.load(str(tmp_path / "c" / "model.pt")).state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
     summary = read_json(tmp_path / "a" / "summary.json")
     assert 0.0 <= summary["results"]["clean_accuracy"] <= 1.0
     assert len(summary["model"]["training"]["epoch_losses"]) == 1
