@@ -216,6 +216,9 @@ class MixedNormNoise(_TabulatedNoise):
     with probability ≥ 1 − ``cert_alpha``. ℓ2 (and ℓ1) radii follow by the base class's sound
     conversion (an ℓ2 ball of radius r lies inside the ℓ∞ ball of radius r).
 
+    The certificate is a table look-up, not a differentiable function of p_a: training objectives that
+    need ``certified_radius_torch`` (MACER) are not available with this noise.
+
     See :class:`art_smoothing.noise.power_law._TabulatedNoise` for the keyword parameters.
     """
 

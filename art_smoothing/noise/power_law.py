@@ -162,6 +162,9 @@ class PowerLawNoise(_TabulatedNoise):
     probability ≥ 1 − ``cert_alpha`` over the table; ℓ∞ radii come from the base class's conversion
     r/√d, which for this family is exactly what Theorem 3 says the variational bound gives.
 
+    The certificate is a table look-up, not a differentiable function of p_a: training objectives that
+    need ``certified_radius_torch`` (MACER) are not available with this noise.
+
     See :class:`_TabulatedNoise` for the keyword parameters.
     """
 
