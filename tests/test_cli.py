@@ -351,6 +351,22 @@ def test_bad_input_is_one_line_exit_2(run, tmp_path, monkeypatch, args, message)
     assert not (tmp_path / "out").exists()
 
 
+def test_image_folder_needs_vision_extra_or_the_right_layout(run, tmp_path):
+    (tmp_path / "imgs" / "train").mkdir(parents=True)
+    (tmp_path / "imgs" / "val").mkdir()
+    (tmp_path / "flat").mkdir()
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        cases = [(tmp_path / "imgs", "pip install 'art_smoothing[vision]'"),
+                 (tmp_path / "flat", "pip install 'art_smoothing[vision]'")]
+    else:
+        cases = [(tmp_path / "flat", "holds neither 'cifar-10-batches-py' nor train/ and val/")]
+    for folder, message in cases:
+        result = run("certify", "--data", folder, "--out", tmp_path / "out")
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_console_entry_points(tmp_path, cache):
     env = {**os.environ, "ART_SMOOTHING_CACHE": cache}
     bad = subprocess.run([sys.executable, "-m", "art_smoothing", "certify", "--noise", "laplace:scale=0.5",
