@@ -19,6 +19,9 @@ from click.testing import CliRunner
 from art_smoothing import registry
 from art_smoothing.cli import cli
 
+# TorchScript (the model format of `train`) is deprecated in recent torch but still the portable one.
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
+
 #: tiny but real: a DigitsCNN trained one epoch on 300 digits, 6 test inputs, 60 + 20 draws
 TINY = ["--limit", "6", "--n", "60", "--n0", "20", "--epochs", "1", "--train-limit", "300", "--batch-size", "500",
         "--seed", "3", "--quiet"]
