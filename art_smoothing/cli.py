@@ -12,6 +12,7 @@ which discovers them from the package, so every noise's constructor parameters a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import importlib.metadata
@@ -653,19 +654,23 @@ def _say(params: dict[str, Any], message: str) -> None:
         click.echo(f"- {message}", err=True)
 
 
+def _factory_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """``--factory-arg k=v`` as keyword arguments (numbers where they parse, else strings)."""
+    raw = _assignments(params.get("factory_arg"), "--factory-arg")
+    return {k: registry.convert_value(registry.ParamSpec(k, "any"), v) for k, v in raw.items()}
+
+
 def _get_classifier(params: dict[str, Any], data, noise, device, run: Run | None, label: str = "model"):
     """Base ART classifier and its ModelInfo: bundled (trained/cached), TorchScript or factory."""
     from art_smoothing import zoo
 
     spec = params.get("model") or "bundled"
-    factory_kwargs = _assignments(params.get("factory_arg"), "--factory-arg")
-    factory_kwargs = {k: registry.convert_value(registry.ParamSpec(k, "any"), v) for k, v in factory_kwargs.items()}
+    factory_kwargs = _factory_kwargs(params)
     trainer_params = _assignments(params.get("trainer_param"), "--trainer-param")
     if spec == "bundled":
         if params.get("weights"):
             raise CLIError("--weights needs --model module:factory (the bundled model trains its own weights).")
-        ctx = run.timed("train_seconds") if run is not None else _null()
-        with ctx:
+        with run.timed("train_seconds") if run is not None else contextlib.nullcontext():
             classifier, info = zoo.train_bundled(
                 data, noise, epochs=params.get("epochs", 30), seed=params["seed"], device=device,
                 clip_values=data.clip_values, trainer=params.get("trainer", "augment"), trainer_params=trainer_params,
@@ -684,14 +689,6 @@ def _get_classifier(params: dict[str, Any], data, noise, device, run: Run | None
     zoo.check_model_output(classifier, data.input_shape, data.nb_classes,
                            what="The bundled model" if spec == "bundled" else f"The model {spec!r}")
     return classifier, info
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _smoothed(classifier, noise, params, eot_samples: int | None = None):
@@ -791,8 +788,9 @@ def train_command(ctx, **_):
     if spec == "bundled":
         classifier, info = _get_classifier(params, data, noise, device, run)
     else:
+        torch.manual_seed(int(params["seed"]))  # the factory's initial weights, unless --weights replaces them
         model, loaded = zoo.load_model(spec, weights=params.get("weights"),
-                                       factory_kwargs=_assignments(params.get("factory_arg"), "--factory-arg"),
+                                       factory_kwargs=_factory_kwargs(params),
                                        device=device)
         with run.timed("train_seconds"):
             classifier, info = zoo.train_bundled(
