@@ -73,9 +73,8 @@ def radius_grid(*radius_arrays, points: int = 201, top: float | None = None) -> 
 def accuracy_curve(correct, radius, radii, *, strict: bool = False) -> np.ndarray:
     """Fraction of inputs that are correct with ``radius >= r`` (``> r`` if ``strict``) for each r.
 
-    Certified accuracy uses ``>=`` (the prediction is certified constant on the closed ball of radius R is
-    not claimed, but an input certified at R counts at R, as in Cohen et al.'s curves); the empirical
-    accuracy of an attack uses ``>`` (an attack that flips at norm r breaks robustness at r).
+    Certified accuracy uses ``>=`` (an input certified at radius R counts at every r <= R, as in Cohen et
+    al.'s curves); empirical accuracy uses ``>`` (a flip found at norm r means the input is not robust at r).
     """
     correct = np.asarray(correct, dtype=bool)
     radius = np.asarray(radius, dtype=np.float64)
