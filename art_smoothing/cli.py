@@ -270,20 +270,17 @@ def _versions() -> dict[str, str]:
 
 
 def _jsonable(value):
+    """JSON-safe copy: numpy scalars and arrays to Python, infinite radii as "inf" (as the evaluation's
+    own JSON writes them), NaN as null, keys as strings."""
+    from art_smoothing.evaluation import _plain
+
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else ("inf" if v > 0 else "-inf") if not math.isnan(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    return value
+    return _plain(value)
 
 
 def _parse_clip(text: str, data) -> tuple[float, float] | None:
@@ -701,6 +698,12 @@ def _smoothed(classifier, noise, params, eot_samples: int | None = None):
     return SmoothedClassifier(classifier, noise=noise, **kwargs)
 
 
+def _certificate_section(params, norm_label: str, method, *, box_used: bool, form: str) -> dict[str, Any]:
+    return {"norm": norm_label, "method": params.get("method") or "best", "resolved_method": method,
+            "box_used": box_used, "form": form, "n": params["n"], "n0": params["n0"], "alpha": params["alpha"],
+            "deterministic": bool(params.get("deterministic")), "backend": params.get("backend", "local")}
+
+
 def _data_section(data, x) -> dict[str, Any]:
     return {"name": data.name, "input_shape": list(data.input_shape), "nb_classes": data.nb_classes,
             "train_size": len(data.x_train), "test_size": len(data.x_test), "used_test_inputs": len(x),
@@ -879,10 +882,7 @@ def certify_command(ctx, **_):
     }
     run.write_summary(
         data=_data_section(data, x), noise=registry.noise_record(noise), model=_model_section(info),
-        certificate={"norm": label, "method": params.get("method") or "best", "resolved_method": method,
-                     "box_used": bool(result.box), "form": result.form, "n": params["n"], "n0": params["n0"],
-                     "alpha": params["alpha"], "deterministic": bool(params.get("deterministic")),
-                     "backend": params.get("backend", "local")},
+        certificate=_certificate_section(params, label, method, box_used=bool(result.box), form=result.form),
         results=results,
     )
     click.echo(f"certify: {data.name}, {len(x)} test inputs, {_describe_noise(noise)}, {label}, "
@@ -977,9 +977,7 @@ def evaluate_command(ctx, **_):
                "violations_expected_max": s["violations_expected_max"]}
     run.write_summary(
         data=_data_section(data, x), noise=registry.noise_record(noise), model=_model_section(info),
-        certificate={"norm": label, "method": params.get("method") or "best", "resolved_method": method,
-                     "box": box, "form": params["form"], "n": params["n"], "n0": params["n0"], "alpha": params["alpha"],
-                     "deterministic": bool(params.get("deterministic")), "backend": params.get("backend", "local")},
+        certificate=_certificate_section(params, label, method, box_used=box, form=params["form"]),
         attack={k: v for k, v in attack.items() if k != "verbose"} | {
             "search_steps": params["search_steps"], "eps_max": params.get("eps_max"),
             "n_predict": params.get("n_predict") or params["n0"]},
