@@ -1137,6 +1137,9 @@ def rerun_command(summary, out, quiet):
     if unknown:
         raise CLIError(f"{summary!r} has option {unknown[0]!r}, which this version's {command} does not know.")
     params["out"] = out
+    recorded_cwd = doc.get("cwd")
+    if isinstance(recorded_cwd, str) and os.path.isdir(recorded_cwd) and recorded_cwd not in sys.path:
+        sys.path.append(recorded_cwd)  # a --model module:factory imported from the original folder
     if quiet is not None:
         params["quiet"] = quiet
     for key, value in list(params.items()):
