@@ -59,6 +59,17 @@ class _Group(click.Group):
     """Click group whose errors are one line on stderr with exit code 2 (no usage block, no traceback)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        root = logging.getLogger()
+        saved = (root.level, list(root.handlers), logging.getLogger("py.warnings").level)
+        try:
+            self._main(args, prog_name, complete_var, **extra)
+        finally:  # leave the logging set-up as it was (in-process callers: tests, notebooks)
+            root.setLevel(saved[0])
+            root.handlers[:] = saved[1]
+            logging.getLogger("py.warnings").setLevel(saved[2])
+            logging.captureWarnings(False)
+
+    def _main(self, args, prog_name, complete_var, **extra):
         debug = bool(os.environ.get("ART_SMOOTHING_DEBUG"))
         try:
             rv = super().main(args=args, prog_name=prog_name or "art-smoothing", complete_var=complete_var,
@@ -81,7 +92,7 @@ class _Group(click.Group):
             if debug:
                 raise
             message = str(err) or type(err).__name__
-            if isinstance(err, ImportError) and not str(err).startswith("pip"):
+            if isinstance(err, ImportError) and "pip install" not in message:
                 message = f"{message} (a dependency is missing: see the README's install commands)"
             click.echo(f"Error: {_one_line(message)}", err=True)
             sys.exit(2)
