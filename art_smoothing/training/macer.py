@@ -179,6 +179,9 @@ class MACERTrainer(SmoothingTrainer):
         :return: ``(classification, robustness)``, each ``(B,)``: −log(ĝ_y + 1e-10) and
             1[correct]·max(γ − R, 0) (exactly 0, with zero gradient, where the hinge is inactive).
         """
+        if not bool(torch.isfinite(logits).all()):
+            raise FloatingPointError("MACER: the base classifier returned non-finite logits (training diverged); "
+                                     "lower the learning rate or lbd.")
         soft = F.softmax(logits, dim=-1).mean(dim=1)
         classification = F.nll_loss(torch.log(soft + 1e-10), y, reduction="none")
         soft_beta = F.softmax(self.beta * logits, dim=-1).mean(dim=1).clamp(0.0, 1.0)
