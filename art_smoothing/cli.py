@@ -398,6 +398,15 @@ def _describe_noise(noise) -> str:
 
 
 # ============================================================================================ run state
+def _command_line() -> list[str] | None:
+    """The arguments of ``art-smoothing ...`` / ``python -m art_smoothing ...`` (None when called in-process)."""
+    launcher = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if launcher.startswith("art-smoothing") or os.path.normpath(sys.argv[0]).endswith(
+            os.path.join("art_smoothing", "__main__.py")):
+        return sys.argv[1:]
+    return None
+
+
 #: output folders of the runs made in this process (``rerun`` compares with the last one)
 _RUN_FOLDERS: list[str] = []
 
@@ -464,7 +473,7 @@ class Run:
             params[key] = list(value) if isinstance(value, tuple) else value
         doc = {
             "command": self.command,
-            "argv": sys.argv[1:] if sys.argv and "art" in os.path.basename(sys.argv[0]) else None,
+            "argv": _command_line(),
             "rerun": f"art-smoothing rerun {os.path.join(self.out, SUMMARY_NAME)}",
             "params": params,
             "seed": self.params.get("seed"),
