@@ -39,3 +39,13 @@ def digits_classifier_factory():
         return make_classifier(DigitsCNN(width=8), (1, 8, 8), 10, **kwargs)
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: intra-op thread synchronisation costs more than it saves, and CI's two cores are
+    shared with Ray workers in some modules. Restored after each module."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -30,14 +30,6 @@ MARGIN = X_LIN @ W
 Y_LIN = (MARGIN > 0).astype(np.int64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: thread synchronisation costs more than it saves (and CI cores are shared).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def linear_classifier(scale: float = 20.0, dtype=torch.float32, clip_values=None, **kwargs) -> PyTorchClassifier:
     """Two classes, logits (0, scale·w·x): the base decision is sign(w·x). With noise symmetric about 0

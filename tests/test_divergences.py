@@ -23,14 +23,6 @@ from art_smoothing.noise import GaussianNoise
 METHODS = ["kl", "renyi", "chi2", "hellinger", "bhattacharyya", "tv", "lecuyer_dp"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are small; on a loaded 2-core machine torch's intra-op threads only add contention.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _dense_grid():
     """Multiclass (p_a, p_b) pairs with p_a > p_b, p_a + p_b ≤ 1, plus the binary diagonal."""

@@ -25,13 +25,6 @@ Y = (X @ W > 0).astype(np.int64)
 DIST = np.abs(X @ W) / np.linalg.norm(W)  # the exact ℓ2 robust radius of the (smoothed) half-space
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def linear(noise, **kwargs) -> SmoothedClassifier:
     model = nn.Linear(D, 2)

@@ -17,14 +17,6 @@ from art_smoothing.noise.generalized_gaussian import kl_coordinate_families
 SHAPES = [1.0, 1.5, 2.0, 3.0, 4.0, 4.5, 8.0, 60.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors; on a loaded 2-core machine torch's intra-op threads only add contention.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _abs_moment_numeric(p, k, sigma=1.0):
     """E|z|^k for z ~ GN(0, σ, p) by numerical integration of the density (not the Gamma formula)."""
