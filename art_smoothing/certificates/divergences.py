@@ -94,6 +94,24 @@ _RENYI_GRID = tuple(float(a) for a in torch.logspace(math.log10(0.1), math.log10
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
+def _golden_section_max(f, lo: torch.Tensor, hi: torch.Tensor, steps: int):
+    """Vectorised golden-section search for the maximum of a unimodal ``f`` on [lo, hi] (elementwise);
+    returns the two final probes as ((x1, f(x1)), (x2, f(x2)))."""
+    x1 = hi - _GOLDEN * (hi - lo)
+    x2 = lo + _GOLDEN * (hi - lo)
+    f1, f2 = f(x1), f(x2)
+    for _ in range(steps):
+        left = f1 >= f2  # maximum in [lo, x2]
+        hi = torch.where(left, x2, hi)
+        lo = torch.where(left, lo, x1)
+        x2n = torch.where(left, x1, lo + _GOLDEN * (hi - lo))
+        x1n = torch.where(left, hi - _GOLDEN * (hi - lo), x2)
+        f2n = torch.where(left, f1, f(x2n))
+        f1n = torch.where(left, f(x1n), f2)
+        x1, x2, f1, f2 = x1n, x2n, f1n, f2n
+    return (x1, f1), (x2, f2)
+
+
 # ====================================================================== probabilities
 def split_probabilities(p_a: torch.Tensor, p_b: torch.Tensor | None):
     """(a, b, c): top-class lower bound, runner-up upper bound (binary: 1 − p_a), rest c = 1 − a − b ≥ 0."""
@@ -245,20 +263,7 @@ def renyi_radius(p_a: torch.Tensor, p_b: torch.Tensor | None, sigma: float, *, o
             v = _renyi_radius_at(pa, pb, safe(torch.exp(log_alpha)), 1.0)
             return torch.nan_to_num(v, nan=-1.0)
 
-        lo, hi = torch.log(lo_a), torch.log(hi_a)
-        x1 = hi - _GOLDEN * (hi - lo)
-        x2 = lo + _GOLDEN * (hi - lo)
-        f1, f2 = f(x1), f(x2)
-        for _ in range(int(refine)):
-            left = f1 >= f2  # maximum in [lo, x2]
-            hi = torch.where(left, x2, hi)
-            lo = torch.where(left, lo, x1)
-            x2n = torch.where(left, x1, lo + _GOLDEN * (hi - lo))
-            x1n = torch.where(left, hi - _GOLDEN * (hi - lo), x2)
-            f2n = torch.where(left, f1, f(x2n))
-            f1n = torch.where(left, f(x1n), f2)
-            x1, x2, f1, f2 = x1n, x2n, f1n, f2n
-        for x, fx in ((x1, f1), (x2, f2)):
+        for x, fx in _golden_section_max(f, torch.log(lo_a), torch.log(hi_a), int(refine)):
             better = fx > best_val
             best_alpha = torch.where(better, safe(torch.exp(x)), best_alpha)
             best_val = torch.where(better, fx, best_val)
@@ -328,19 +333,7 @@ def lecuyer_dp_radius(p_a: torch.Tensor, p_b: torch.Tensor | None, sigma: float,
         def f(tt):
             return torch.nan_to_num(_lecuyer_at(ad, bd, eps_max * tt, 1.0), nan=-1.0)
 
-        x1 = hi - _GOLDEN * (hi - lo)
-        x2 = lo + _GOLDEN * (hi - lo)
-        f1, f2 = f(x1), f(x2)
-        for _ in range(int(refine)):
-            left = f1 >= f2
-            hi = torch.where(left, x2, hi)
-            lo = torch.where(left, lo, x1)
-            x2n = torch.where(left, x1, lo + _GOLDEN * (hi - lo))
-            x1n = torch.where(left, hi - _GOLDEN * (hi - lo), x2)
-            f2n = torch.where(left, f1, f(x2n))
-            f1n = torch.where(left, f(x1n), f2)
-            x1, x2, f1, f2 = x1n, x2n, f1n, f2n
-        for x, fx in ((x1, f1), (x2, f2)):
+        for x, fx in _golden_section_max(f, lo, hi, int(refine)):
             better = fx > best_val
             best_t = torch.where(better, x, best_t)
             best_val = torch.where(better, fx, best_val)
