@@ -258,8 +258,10 @@ class _SmoothingCore:
         bar.close()
         return counts
 
-    def _count_block(self, xg: torch.Tensor, z: torch.Tensor, counts: torch.Tensor, batch_size: int) -> None:
-        """Add the votes of every (input in xg) × (draw in z) pair to ``counts``.
+    def _count_block(self, xg: torch.Tensor, z: torch.Tensor, counts: torch.Tensor, batch_size: int,
+                     weights: torch.Tensor | None = None) -> None:
+        """Add the votes of every (input in xg) × (draw in z) pair to ``counts`` (each draw counting
+        ``weights[j]`` instead of 1 when weights are given, as for exact finite expectations).
 
         A forward pass never mixes inputs: input i's pass c is ``perturb(x_i, z[c·b:(c+1)·b])`` with
         ``b = batch_size``, a tensor fixed by (x_i, seed, stage, block, c, b) alone. Kernels can round
@@ -268,9 +270,11 @@ class _SmoothingCore:
         near-tie's vote depend on which inputs happen to share the call — i.e. on partitioning."""
         n_classes = counts.shape[1]
         for i in range(xg.shape[0]):
-            for p0 in range(0, z.shape[0], batch_size):
-                labels = self._labels(self.noise.perturb(xg[i:i + 1], z[p0:p0 + batch_size]))
-                counts[i] += torch.bincount(labels, minlength=n_classes)[:n_classes]
+            labels = [self._labels(self.noise.perturb(xg[i:i + 1], z[p0:p0 + batch_size]))
+                      for p0 in range(0, z.shape[0], batch_size)]
+            # one bincount per input: weighted sums then do not depend on how the draws were batched
+            votes = torch.bincount(torch.cat(labels), weights=weights, minlength=n_classes)[:n_classes]
+            counts[i] += votes.to(counts.dtype)
 
     # ------------------------------------------------------------------ PREDICT
     def predict(self, x: np.ndarray, batch_size: int = 128, verbose: bool = False, **kwargs) -> np.ndarray:
@@ -442,21 +446,14 @@ class _SmoothingCore:
 
     def _exact_probabilities(self, x: np.ndarray, z: torch.Tensor, weights: torch.Tensor,
                              batch_size: int) -> np.ndarray:
-        """(N, nb_classes) float64: Σ_j weights_j [f(perturb(x_i, z_j)) = c], ``batch_size`` pairs per pass."""
-        n_inputs, n_classes, m = x.shape[0], self.nb_classes, z.shape[0]
+        """(N, nb_classes) float64: Σ_j weights_j [f(perturb(x_i, z_j)) = c], one input per forward pass."""
+        n_inputs, n_classes = x.shape[0], self.nb_classes
         probs = torch.zeros((n_inputs, n_classes), dtype=torch.float64, device=self._device)
         group = max(1, min(max(n_inputs, 1), _GROUP_ELEMENTS // max(1, self.input_dim)))
         with torch.no_grad():
             for g0 in range(0, n_inputs, group):
                 xg = torch.as_tensor(x[g0:g0 + group], device=self._device).to(z.dtype)
-                flat = probs[g0:g0 + group].view(-1)
-                total = xg.shape[0] * m
-                for p0 in range(0, total, batch_size):
-                    p = torch.arange(p0, min(p0 + batch_size, total), device=self._device)
-                    i = torch.div(p, m, rounding_mode="floor")
-                    j = p - i * m
-                    labels = self._labels(self.noise.perturb(xg.index_select(0, i), z.index_select(0, j)))
-                    flat.index_add_(0, i * n_classes + labels, weights.index_select(0, j))
+                self._count_block(xg, z, probs[g0:g0 + group], batch_size, weights=weights.to(torch.float64))
         return probs.cpu().numpy()
 
     def _set_eval(self) -> None:

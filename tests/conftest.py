@@ -3,6 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests run with a fixed derivation of their examples (no random seed per run, no example
+# database), so a CI run is reproducible; a failure found locally is replayed by the same examples.
+settings.register_profile("art_smoothing", derandomize=True, database=None)
+settings.load_profile("art_smoothing")
 from torch import nn
 
 from art_smoothing.data import load_digits_dataset

@@ -59,7 +59,10 @@ class BoxL1Certificates:
         box point keeps overlap a^d > t.
         """
         _, lam, width = self._unit_box(ctx)
-        return width * _box.radius_floor(_box.required_overlap(p_a, p_b), lam, ctx.dim)
+        r = width * _box.radius_floor(_box.required_overlap(p_a, p_b), lam, ctx.dim)
+        # The plain radius is valid in the box too; taking the max keeps "box >= plain" exact in floating
+        # point (mathematically the floor form already dominates it).
+        return torch.maximum(r, self._lipschitz(p_a, p_b, ctx))
 
     @certificate("box_input", norm=1, box=True, differentiable=False)
     def _box_input(self, p_a, p_b, ctx):
@@ -73,7 +76,9 @@ class BoxL1Certificates:
         x, lam, width = self._unit_box(ctx)
         t = _box.required_overlap(p_a, p_b)
         r = _box.radius_input(x, t.reshape(-1), lam)
-        return width * r.reshape(t.shape)
+        # box_floor is valid for this x as well (it minimises over a superset); the max only removes
+        # floating-point rounding below it.
+        return torch.maximum(width * r.reshape(t.shape), self._box_floor(p_a, p_b, ctx))
 
 
 class UniformNoise(BoxL1Certificates, Noise):
