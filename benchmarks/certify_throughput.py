@@ -8,7 +8,7 @@ the n0 selection and n estimation draws of every input):
 * ART     — ``art.estimators.certification.PyTorchRandomizedSmoothing.certify`` on the same model.
 
 Usage: ``python benchmarks/certify_throughput.py [--inputs 20] [--n 2000] [--device cuda]``.
-Random weights are fine for timing. Each measurement is the best of ``--repeats`` interleaved rounds.
+Random weights are fine for timing. Throughputs are medians over ``--repeats`` interleaved rounds; ratios are medians of per-round ratios.
 """
 
 from __future__ import annotations
@@ -32,20 +32,26 @@ def art_classifier(model, input_shape, device_type):
                              clip_values=(0.0, 1.0), device_type=device_type)
 
 
-def interleaved_best(fns, repeats):
-    """Best time of each function over ``repeats`` rounds, running them in turn within a round so that
-    background load affects all of them alike."""
-    best = [float("inf")] * len(fns)
+def interleaved_times(fns, repeats):
+    """Times of each function in ``repeats`` rounds, run in turn within a round so that background load
+    affects all of them alike; ratios are then taken within a round (see ``median_ratio``)."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             if fn is None:
+                times[i].append(float("nan"))
                 continue
             t0 = time.perf_counter()
             fn()
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
+            times[i].append(time.perf_counter() - t0)
+    return [np.asarray(t) for t in times]
+
+
+def median_ratio(t_num, t_den):
+    """Median over rounds of t_num/t_den (a throughput ratio den/num): robust to load bursts."""
+    return float(np.median(t_num / t_den))
 
 
 def run_config(name, model, input_shape, args, device_type):
@@ -82,26 +88,26 @@ def run_config(name, model, input_shape, args, device_type):
         art_rs.certify(x, n=args.n, batch_size=args.batch_size)
 
     run_ours()  # warm-up (allocator, threads)
-    t_floor, t_ours, t_art = interleaved_best([floor, run_ours, None if args.skip_art else run_art], args.repeats)
+    t_floor, t_ours, t_art = interleaved_times([floor, run_ours, None if args.skip_art else run_art], args.repeats)
     return {
         "config": name,
         "d": int(np.prod(input_shape)),
-        "floor/s": total / t_floor,
-        "ours/s": total / t_ours,
-        "ART/s": total / t_art,
-        "ours/floor": t_floor / t_ours,
-        "ART/floor": t_floor / t_art,
-        "ours/ART": t_art / t_ours,
+        "floor/s": total / np.median(t_floor),
+        "ours/s": total / np.median(t_ours),
+        "ART/s": total / np.median(t_art),
+        "ours/floor": median_ratio(t_floor, t_ours),
+        "ART/floor": median_ratio(t_floor, t_art),
+        "ours/ART": median_ratio(t_art, t_ours),
     }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inputs", type=int, default=20, help="inputs certified per run")
+    parser.add_argument("--inputs", type=int, default=10, help="inputs certified per run")
     parser.add_argument("--n", type=int, default=2000, help="estimation draws per input")
     parser.add_argument("--n0", type=int, default=100, help="selection draws per input")
     parser.add_argument("--batch-size", type=int, default=500, help="noisy samples per forward pass (all three)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-art", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -117,7 +123,7 @@ def main(argv=None):
     ]
     rows = [run_config(name, model, shape, args, device_type) for name, model, shape in configs]
     print(f"device={args.device} threads={torch.get_num_threads()} inputs={args.inputs} n0={args.n0} n={args.n} "
-          f"batch={args.batch_size} (best of {args.repeats})")
+          f"batch={args.batch_size} (medians over {args.repeats} interleaved rounds; ratios per round)")
     header = f"{'config':<28}{'d':>6}{'floor/s':>11}{'ours/s':>11}{'ART/s':>11}{'ours/floor':>12}{'ART/floor':>11}" \
              f"{'ours/ART':>10}"
     print(header)
