@@ -34,7 +34,7 @@ def have_matplotlib() -> bool:
     return True
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the non-interactive Agg backend, or None (warned once) without matplotlib."""
     global _warned
     try:
@@ -87,7 +87,7 @@ def accuracy_curve(correct, radius, radii, *, strict: bool = False) -> np.ndarra
 
 def plot_accuracy_curves(curves: Sequence[Curve], path: str, *, title: str, xlabel: str) -> str | None:
     """Draw the curves on one figure and save it as PNG at ``path``; returns the path (None without matplotlib)."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(5.2, 3.6), dpi=100)
@@ -112,7 +112,7 @@ def plot_radius_scatter(certified, empirical, path: str, *, title: str, norm_lab
                         violation=None, correct=None) -> str | None:
     """Certified (x) vs empirical (y) radius per input with the line y = x; inputs where the attack
     found no flip are drawn at the top edge as open triangles, violations in red."""
-    plt = _pyplot()
+    plt = pyplot()
     if plt is None:
         return None
     cert = np.asarray(certified, dtype=np.float64)

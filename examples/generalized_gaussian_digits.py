@@ -23,6 +23,7 @@ from art_smoothing import SmoothedClassifier
 from art_smoothing.data import load_digits_dataset
 from art_smoothing.models import DigitsCNN, make_classifier
 from art_smoothing.noise import GaussianNoise, GeneralizedGaussianNoise, LaplaceNoise, UniformNoise
+from art_smoothing.plotting import pyplot
 
 STD = 0.25
 RADII = {1: [0.0, 0.2, 0.4, 0.6, 0.8], 2: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
@@ -100,13 +101,8 @@ def main():
           fmt="{:>8.4f}")
 
     if args.plot:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("\n(matplotlib not installed: no plot; pip install 'art_smoothing[plot]')")
+        plt = pyplot()  # None (with a warning) when matplotlib is not installed
+        if plt is None:
             return
         fig, axes = plt.subplots(1, 5, figsize=(22, 4))
         for ax, norm in zip(axes, RADII):

@@ -41,6 +41,7 @@ from art_smoothing import SmoothedClassifier
 from art_smoothing.data import load_digits_dataset
 from art_smoothing.models import DigitsCNN, make_classifier
 from art_smoothing.noise import GaussianNoise, MixedNormNoise, PowerLawNoise
+from art_smoothing.plotting import pyplot
 
 D = 64
 LINF_RADII = [0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08]
@@ -161,13 +162,8 @@ def main():
     table("certified accuracy, l2 radius", [f"{r:g}" for r in L2_RADII], l2_rows)
 
     if args.plot:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            print("\n(matplotlib not installed: no plot; pip install 'art_smoothing[plot]')")
+        plt = pyplot()  # None (with a warning) when matplotlib is not installed
+        if plt is None:
             return
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for ax, rows, radii, title in [(axes[0], linf_rows, LINF_RADII, "linf: mixed-norm vs Gaussian"),
