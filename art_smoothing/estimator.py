@@ -55,6 +55,7 @@ from art_smoothing.certificates.bounds import (
 )
 from art_smoothing.certificates.norms import norm_name, parse_norm
 from art_smoothing.noise.base import Noise
+from art_smoothing.runtime import tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class _SmoothingCore:
         self.verbose = verbose
         self._fit_calls = 0
         self._check_smoothing_params()
+        if self._device.type == "cpu":
+            tune_cpu_allocator()  # forward passes reuse heap buffers instead of page-faulting (art_smoothing.runtime)
 
     def _check_smoothing_params(self) -> None:
         if not isinstance(self.noise, Noise):
@@ -542,10 +545,25 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
     def _set_eval(self) -> None:
         self._model.train(mode=False)
 
+    def _identity_preprocessing(self) -> bool:
+        """True when every preprocessing step is ART's standardisation with mean 0 and std 1 (the
+        default ``preprocessing=(0, 1)``): x - 0 and x / 1 are exact, so skipping them changes no bit
+        and saves two passes over every noisy batch."""
+        from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
+        from art.preprocessing.standardisation_mean_std.pytorch import StandardisationMeanStdPyTorch
+
+        return all(
+            isinstance(op, (StandardisationMeanStd, StandardisationMeanStdPyTorch))
+            and bool(np.all(np.asarray(op.mean) == 0)) and bool(np.all(np.asarray(op.std) == 1))
+            for op in self.preprocessing_operations
+        )
+
     def _logits(self, x: torch.Tensor, *, no_grad: bool = True) -> torch.Tensor:
         """Base classifier outputs for (already noisy) inputs on the device: preprocessing defences,
         standardisation and model, as ART's own ``predict`` applies them."""
-        if self.all_framework_preprocessing:
+        if self._identity_preprocessing():
+            x_pre = x
+        elif self.all_framework_preprocessing:
             x_pre, _ = self._apply_preprocessing(x, y=None, fit=False, no_grad=no_grad)
         else:  # numpy defences: ART can only run them on numpy arrays
             x_np, _ = self._apply_preprocessing(x.detach().cpu().numpy(), y=None, fit=False)

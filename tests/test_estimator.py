@@ -279,3 +279,20 @@ def test_box_with_per_feature_clip_values_asks_for_box_false():
     same = SmoothedClassifier(linear_classifier(np.ones(4), -1.0, clip_values=(lo, np.ones(4, np.float32))),
                               noise=U(1.0), seed=0)
     assert same.certify_detailed(x, n=50).clip_values == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("preprocessing, identity", [
+    (None, True), ((0.0, 1.0), True), ((0.0, 2.0), False), ((0.5, 1.0), False),
+    ((np.zeros(1), np.ones(1)), True), ((np.array([0.0]), np.array([0.5])), False),
+])
+def test_identity_standardisation_is_skipped_exactly(digits_classifier_factory, preprocessing, identity):
+    """mean 0 / std 1 is skipped (it changes no bit); any other standardisation is applied, so the logits
+    equal ART's own predict on the same noisy batch in every case, bit for bit."""
+    base = digits_classifier_factory(preprocessing=preprocessing)
+    sm = SmoothedClassifier(base, noise=GaussianNoise(0.25), seed=0)
+    assert sm._identity_preprocessing() is identity
+    rng = np.random.default_rng(1)
+    noisy = rng.uniform(-0.5, 1.5, size=(40, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        ours = sm._logits(torch.as_tensor(noisy)).numpy()
+    np.testing.assert_array_equal(ours, base.predict(noisy, batch_size=40))
