@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,6 +77,23 @@ def stream_seed(seed: int, *keys: int) -> int:
     """A 63-bit seed for the generator of stream ``keys`` derived from the user's ``seed``."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *[int(k) for k in keys]]).generate_state(2)
     return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
+
+
+def check_labels(y, nb_classes: int) -> np.ndarray:
+    """Labels as class indices ``(N,)`` or one-hot ``(N, nb_classes)``; a clear ValueError otherwise."""
+    y = np.asarray(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 1:
+        if y.size and (not np.all(np.isfinite(y)) or np.any(y != np.round(y)) or y.min() < 0 or y.max() >= nb_classes):
+            raise ValueError(f"y must hold class indices in 0..{nb_classes - 1} (or one-hot rows); got values in "
+                             f"[{y.min()}, {y.max()}].")
+        return y.astype(np.int64)
+    if y.ndim == 2:
+        if y.shape[1] != nb_classes:
+            raise ValueError(f"one-hot y has {y.shape[1]} columns but the classifier has nb_classes={nb_classes}.")
+        return y
+    raise ValueError(f"y must be class indices (N,) or one-hot (N, {nb_classes}); got shape {y.shape}.")
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
@@ -122,8 +140,12 @@ class CertificationResult:
     def radius_for(self, norm=None, method: str | None = None, x=None) -> np.ndarray:
         """The radius in another norm / by another method from the *same* votes and bounds.
 
-        Box-constrained certificates need the inputs ``x`` again (they are not stored)."""
+        Box-constrained certificates need the inputs ``x`` again (they are not stored); without ``x``
+        the plain certificates are used (a warning says so when the result was certified with the box)."""
         box = x is not None and self.clip_values is not None
+        if self.box and x is None:
+            warnings.warn("radius_for() without x uses the plain certificates, but this result was certified with "
+                          "box-constrained ones: pass x=<the certified inputs> for the box radii.", stacklevel=2)
         r = self.noise.certified_radius(
             self.p_a_lower,
             None if self.form == "binary" else self.p_b_upper,
@@ -134,7 +156,10 @@ class CertificationResult:
 
     def certified_accuracy(self, y, radii) -> np.ndarray:
         """Fraction of inputs that are correctly classified with radius >= r, for each r in ``radii``."""
-        y = np.asarray(y).reshape(-1)
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] > 1:  # one-hot (ART's label format)
+            y = y.argmax(axis=1)
+        y = y.reshape(-1)
         if y.shape[0] != self.prediction.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels for {self.prediction.shape[0]} certified inputs.")
         correct = self.prediction == y
@@ -196,7 +221,40 @@ class _SmoothingCore:
         if self.seed is not None:
             self.seed = _check_int("seed", self.seed, minimum=0)
         self.noise.validate_dim(self.input_dim)
-        self.scale = self.noise.std  # ART's attribute: the per-coordinate noise std
+
+    @property
+    def scale(self) -> float:
+        """ART's attribute: the per-coordinate standard deviation of the noise (``noise.std``).
+
+        Read-only in effect: it follows the noise. To change the noise level, pass a new noise (e.g.
+        ``set_params(noise=GaussianNoise(0.5))``)."""
+        noise = self.__dict__.get("noise")
+        return noise.std if isinstance(noise, Noise) else self.__dict__.get("_scale_before_noise", 0.1)
+
+    @scale.setter
+    def scale(self, value) -> None:
+        noise = self.__dict__.get("noise")
+        if isinstance(noise, Noise):
+            if not (isinstance(value, (int, float, np.floating)) and math.isclose(float(value), noise.std,
+                                                                                 rel_tol=1e-9)):
+                raise ValueError(
+                    f"scale follows the noise's per-coordinate std ({noise.std}) and cannot be set on its own; pass "
+                    f"a new noise instead, e.g. set_params(noise={type(noise).__name__}(...)).")
+            return
+        self.__dict__["_scale_before_noise"] = value  # ART's constructor sets it before the noise exists
+
+    def set_params(self, **kwargs) -> None:
+        """ART's ``set_params``, all or nothing: when a value is rejected the estimator keeps its old ones."""
+        saved = dict(self.__dict__)
+        ops = list(getattr(self, "preprocessing_operations", []))
+        try:
+            super().set_params(**kwargs)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if "preprocessing_operations" in saved:
+                self.preprocessing_operations[:] = ops  # ART rebuilds this list in place
+            raise
 
     @property
     def input_dim(self) -> int:
@@ -289,9 +347,14 @@ class _SmoothingCore:
             does not reject (ART's option).
         :return: one-hot float32 array ``(N, nb_classes)``; all-zero rows are abstentions.
         """
+        unknown = sorted(set(kwargs) - {"is_abstain", "training_mode"})
+        if unknown:
+            raise TypeError(f"predict() got unexpected keyword argument(s) {unknown}; it takes is_abstain and "
+                            "training_mode (ignored: PREDICT always runs the model in evaluation mode).")
         is_abstain = kwargs.get("is_abstain", True)
         if not isinstance(is_abstain, bool):
             raise ValueError("is_abstain must be a bool.")
+        self._check_smoothing_params()  # attributes may have been assigned directly since construction
         x = self._check_x(x)
         batch_size = _check_int("batch_size", batch_size)
         self._set_eval()
@@ -355,6 +418,7 @@ class _SmoothingCore:
             from art_smoothing.distributed import resolve_backend
 
             backend = resolve_backend(backend)  # ValueError for unknown backends; never imports ray
+        self._check_smoothing_params()  # attributes may have been assigned directly since construction
         n = _check_int("n", n)
         n0 = self.sample_size if n0 is None else _check_int("n0", n0)
         batch_size = _check_int("batch_size", batch_size)
@@ -377,6 +441,11 @@ class _SmoothingCore:
                     "per-feature clip_values; pass box=False to certify without the box."
                 )
             clip = (float(cv[0].flat[0]), float(cv[1].flat[0])) if cv.size != 2 else (float(cv.flat[0]), float(cv.flat[1]))
+            if x.size and (float(x.min()) < clip[0] or float(x.max()) > clip[1]):  # before any sampling
+                raise ValueError(
+                    f"x lies outside the classifier's clip_values=({clip[0]}, {clip[1]}) (x in [{float(x.min())}, "
+                    f"{float(x.max())}]): box-constrained certificates only hold inside the box; clip the inputs, "
+                    "fix clip_values, or pass box=False for the plain certificates.")
         if backend != "local":
             return backend.certify_detailed(self, x, n, batch_size, norm=norm, method=method, form=form, n0=n0,
                                             box=box, deterministic=deterministic, verbose=verbose)
@@ -535,6 +604,13 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
         """The wrapped ART classifier (it shares its model with this estimator)."""
         return self._base_classifier
 
+    def clone_for_refitting(self) -> SmoothedClassifier:
+        """ART's ``clone_for_refitting``: the same smoothing around a fresh copy of the base classifier
+        (same architecture and optimizer type, weights re-initialised by ART)."""
+        return SmoothedClassifier(self._base_classifier.clone_for_refitting(), noise=self.noise,
+                                  sample_size=self.sample_size, alpha=self.alpha, seed=self.seed,
+                                  eot_samples=self.eot_samples, verbose=self.verbose)
+
     @property
     def _noise_dtype(self) -> torch.dtype:
         for p in self._model.parameters():
@@ -649,6 +725,11 @@ class NumpySmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, Classifi
         self.nb_classes = classifier.nb_classes
         self._init_smoothing(noise, seed, verbose)
 
+    def _check_params(self) -> None:
+        super()._check_params()
+        if "noise" in self.__dict__:  # BaseEstimator's constructor checks before the noise is set
+            self._check_smoothing_params()
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self._base_classifier.input_shape)
@@ -664,11 +745,15 @@ class NumpySmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, Classifi
         return torch.as_tensor(np.asarray(out).argmax(axis=-1), dtype=torch.int64)
 
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
-        """Noise augmentation: every epoch the base classifier is fit once on freshly noised inputs."""
+        """Noise augmentation: every epoch the base classifier is fit once on freshly noised inputs.
+
+        A base model that refits from scratch on every ``fit`` call (most scikit-learn estimators, e.g.
+        ``LogisticRegression``) keeps only the last epoch's draw; with those, enlarge the data instead
+        (e.g. ``np.repeat`` the inputs) or use one that learns incrementally (``warm_start=True``)."""
         from art.utils import check_and_transform_label_format
 
         x = self._check_x(x)
-        y = check_and_transform_label_format(y, nb_classes=self.nb_classes)
+        y = check_and_transform_label_format(check_labels(y, self.nb_classes), nb_classes=self.nb_classes)
         if len(y) != len(x):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels.")
         nb_epochs = _check_int("nb_epochs", nb_epochs)

@@ -321,6 +321,11 @@ def build_noise(name: str, explicit: dict[str, Any] | None = None, shared: dict[
                          f"{', '.join(p.describe() for p in entry.params) or 'none'}.")
     kwargs: dict[str, Any] = {}
     for spec in entry.params:
+        if spec.name in explicit and spec.name in shared and (
+                convert_value(spec, explicit[spec.name], entry.name) != convert_value(spec, shared[spec.name], entry.name)):
+            opt = f"--{spec.name.replace('_', '-')}"
+            raise ValueError(f"Conflicting values for {spec.name} of noise {entry.name!r}: {entry.name}:{spec.name}="
+                             f"{explicit[spec.name]} and {opt} {shared[spec.name]}; give it once.")
         if spec.name in explicit:
             kwargs[spec.name] = convert_value(spec, explicit[spec.name], entry.name)
         elif spec.name in shared:

@@ -245,3 +245,8 @@ def test_dominated_certificates_never_exceed_their_dominator(noise):
             low = noise.certified_radius(p_a, pb, method=spec.name)
             high = noise.certified_radius(p_a, pb, method=spec.dominated_by)
             assert np.all(low <= high * (1 + 1e-9) + 1e-12), spec.name
+
+
+def test_mismatched_bound_shapes_are_a_value_error():
+    with pytest.raises(ValueError, match="same shape"):
+        GaussianNoise(0.25).certified_radius([0.8, 0.9], [0.1, 0.1, 0.1])

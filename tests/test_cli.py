@@ -314,6 +314,7 @@ BAD = [
     (["certify", "--noise", "laplace"], "needs its parameter scale"),
     (["certify", "--noise", "laplace:scale=-1"], "scale must be"),
     (["certify", "--noise", "laplace:sigma=1"], "has no parameter 'sigma'"),
+    (["certify", "--noise", "gaussian:sigma=0.25", "--sigma", "0.5"], "Conflicting values for sigma"),
     (["certify", "--scale", "0.5"], "--scale is not a parameter of gaussian"),
     (["certify", "--norm", "0.5"], "norm"),
     (["certify", "--norm", "banana"], "Unknown norm"),

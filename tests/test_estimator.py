@@ -296,3 +296,117 @@ def test_identity_standardisation_is_skipped_exactly(digits_classifier_factory, 
     with torch.no_grad():
         ours = sm._logits(torch.as_tensor(noisy)).numpy()
     np.testing.assert_array_equal(ours, base.predict(noisy, batch_size=40))
+
+
+# ---------------------------------------------------------------- state changes after construction
+def _sklearn_smoothed():
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(60, 4)).astype(np.float32)
+    clf = SklearnClassifier(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), clip_values=(0.0, 1.0))
+    return SmoothedClassifier(clf, noise=GaussianNoise(0.5), sample_size=10, seed=0)
+
+
+@pytest.mark.parametrize("which", ["torch", "numpy"])
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(alpha=2.0), "alpha"), (dict(sample_size=0), "sample_size"), (dict(noise=0.5), "noise"),
+    (dict(seed=-3), "seed"),
+])
+def test_set_params_is_validated_and_all_or_nothing(small, which, kwargs, match):
+    sm = small if which == "torch" else _sklearn_smoothed()
+    before = {k: getattr(sm, k) for k in ("alpha", "sample_size", "noise", "seed")}
+    with pytest.raises(ValueError, match=match):
+        sm.set_params(**kwargs)
+    assert {k: getattr(sm, k) for k in before} == before
+    # a valid change afterwards goes through, and ART's `scale` follows the new noise
+    sm.set_params(noise=UniformNoise(0.6), alpha=0.01)
+    assert sm.noise == UniformNoise(0.6) and sm.alpha == 0.01
+    assert sm.scale == pytest.approx(0.6 / math.sqrt(3))
+
+
+def test_scale_follows_the_noise_and_cannot_be_set_alone(small):
+    assert small.scale == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="pass a new noise"):
+        small.scale = 1.0
+    small.scale = 0.5  # the same value is accepted (ART code may write it back)
+    assert small.noise == GaussianNoise(0.5)
+
+
+def test_attributes_assigned_directly_are_checked_at_call_time(small):
+    x = np.full((2, 4), 0.5, dtype=np.float32)
+    small.alpha = 2.0
+    with pytest.raises(ValueError, match="alpha"):
+        small.certify(x, n=10)
+    with pytest.raises(ValueError, match="alpha"):
+        small.predict(x)
+    small.alpha, small.sample_size = 0.001, 0
+    with pytest.raises(ValueError, match="sample_size"):
+        small.predict(x)
+
+
+def test_predict_rejects_unknown_keyword_arguments(small):
+    x = np.full((2, 4), 0.5, dtype=np.float32)
+    with pytest.raises(TypeError, match="is_abstain"):
+        small.predict(x, abstain=False)
+    assert small.predict(x, training_mode=False).shape == (2, 2)
+
+
+def test_box_check_comes_before_any_forward_pass():
+    base = linear_classifier(np.ones(4), -2.0, clip_values=(0.0, 1.0))
+    sm = SmoothedClassifier(base, noise=UniformNoise(0.5), sample_size=10, seed=0)
+    calls = []
+    hook = base.model.register_forward_hook(lambda *a: calls.append(1))
+    x = np.full((3, 4), 0.5, dtype=np.float32)
+    x[2, 1] = 1.01
+    with pytest.raises(ValueError, match="box=False"):
+        sm.certify(x, n=10_000)
+    assert calls == []
+    pred, radius = sm.certify(x, n=100, box=False)  # the plain certificates need no box
+    hook.remove()
+    assert pred.shape == (3,) and calls
+
+
+def test_empty_input_with_box_certificates():
+    base = linear_classifier(np.ones(4), -2.0, clip_values=(0.0, 1.0))
+    sm = SmoothedClassifier(base, noise=UniformNoise(0.5), sample_size=10, seed=0)
+    pred, radius = sm.certify(np.zeros((0, 4), np.float32), n=10)
+    assert pred.shape == (0,) and radius.shape == (0,)
+
+
+def test_result_helpers_accept_one_hot_and_warn_about_box(small):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(12, 4)).astype(np.float32)
+    y = (x.sum(axis=1) > 0).astype(int)
+    res = small.certify_detailed(x, n=200)
+    np.testing.assert_array_equal(res.certified_accuracy(np.eye(2)[y], [0, 0.1, 0.3]),
+                                  res.certified_accuracy(y, [0, 0.1, 0.3]))
+    with pytest.raises(ValueError, match="labels"):
+        res.certified_accuracy(y[:5], [0])
+    box = SmoothedClassifier(linear_classifier(np.ones(4), -2.0, clip_values=(0.0, 1.0)), noise=UniformNoise(2.0),
+                             seed=0).certify_detailed(x, n=200)
+    assert box.box
+    with pytest.warns(UserWarning, match="pass x="):
+        box.radius_for()
+    np.testing.assert_array_equal(box.radius_for(x=x), box.radius)
+
+
+def test_clone_for_refitting_keeps_the_smoothing(small, digits_classifier_factory):
+    base = digits_classifier_factory()
+    sm = SmoothedClassifier(base, noise=LaplaceNoise(0.3), sample_size=17, alpha=0.01, seed=4, eot_samples=5)
+    clone = sm.clone_for_refitting()
+    assert isinstance(clone, SmoothedClassifier)
+    assert (clone.noise, clone.sample_size, clone.alpha, clone.seed, clone.eot_samples) == (
+        LaplaceNoise(0.3), 17, 0.01, 4, 5)
+    assert clone.model is not sm.model and clone.input_shape == sm.input_shape
+
+
+@pytest.mark.parametrize("y,match", [
+    (np.full(8, 10), "0..9"), (np.full(8, -1), "0..9"), (np.full(8, 1.5), "0..9"),
+    (np.eye(12)[np.zeros(8, int)], "12 columns"), (np.zeros((8, 2, 5)), "shape"),
+])
+def test_fit_rejects_bad_labels(digits, digits_classifier_factory, y, match):
+    sm = SmoothedClassifier(digits_classifier_factory(), noise=GaussianNoise(0.25), seed=0)
+    with pytest.raises(ValueError, match=match):
+        sm.fit(digits.x_train[:8], y, nb_epochs=1)

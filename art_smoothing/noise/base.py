@@ -245,7 +245,11 @@ class Noise:
             certifiable = pa > 0.5
         else:
             pb = _as_prob_tensor("p_b", p_b, dtype, pa.device)
-            pa, pb = torch.broadcast_tensors(pa, pb)
+            try:
+                pa, pb = torch.broadcast_tensors(pa, pb)
+            except RuntimeError:
+                raise ValueError(f"p_a (shape {tuple(pa.shape)}) and p_b (shape {tuple(pb.shape)}) must have the same "
+                                 "shape (one runner-up bound per top-class bound) or broadcast.") from None
             # Any valid upper bound on the runner-up may be replaced by 1 - p_a (also valid, since the
             # probabilities sum to at most 1); the smaller of the two is the better bound.
             pb = torch.minimum(pb, 1.0 - pa)
@@ -299,7 +303,7 @@ class Noise:
         n = int(np.prod(batch_shape)) if len(batch_shape) else 1
         if xt.ndim == 1:
             xt = xt.reshape(1, -1)
-        xt = xt.reshape(xt.shape[0], -1)
+        xt = xt.reshape(xt.shape[0], int(np.prod(xt.shape[1:])))  # also for zero inputs
         if xt.shape[0] != n:
             raise ValueError(f"x has {xt.shape[0]} inputs but p_a has {n} entries: pass one input per bound.")
         if dim is not None and xt.shape[1] != int(dim):

@@ -83,9 +83,11 @@ class SmoothingTrainer(Trainer):
 
     # ------------------------------------------------------------------ plumbing
     def _prepare(self, x, y):
+        from art_smoothing.estimator import check_labels
+
         est = self._classifier
         x = est._check_x(x)
-        y = check_and_transform_label_format(y, nb_classes=est.nb_classes)
+        y = check_and_transform_label_format(check_labels(y, est.nb_classes), nb_classes=est.nb_classes)
         if len(x) != len(y):
             raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels.")
         if est._optimizer is None:
