@@ -141,9 +141,10 @@ class CertificationResult:
         """The radius in another norm / by another method from the *same* votes and bounds.
 
         Box-constrained certificates need the inputs ``x`` again (they are not stored); without ``x``
-        the plain certificates are used (a warning says so when the result was certified with the box)."""
+        the plain certificates are used (with ``method=None`` a warning says so when the result was certified
+        with the box)."""
         box = x is not None and self.clip_values is not None
-        if self.box and x is None:
+        if self.box and x is None and method is None:
             warnings.warn("radius_for() without x uses the plain certificates, but this result was certified with "
                           "box-constrained ones: pass x=<the certified inputs> for the box radii.", stacklevel=2)
         r = self.noise.certified_radius(
@@ -507,6 +508,13 @@ class _SmoothingCore:
         certified = p_a > p_b
         radius = self.noise.certified_radius(p_a, p_b, norm=norm, dim=self.input_dim, method=method,
                                              x=x if clip is not None else None, clip_values=clip)
+        # The exact probabilities may be those of a point next to x (e.g. the grid point of an input
+        # a rounding error off the quantization grid): the ball around x is smaller by that distance.
+        slack_fn = getattr(self.noise, "exact_input_slack", None)
+        if slack_fn is not None and len(x):
+            slack = slack_fn(x, norm)
+            certified &= (slack == 0) | (radius > slack)
+            radius = np.maximum(radius - slack, 0.0)
         return CertificationResult(
             prediction=np.where(certified, probs.argmax(axis=1), -1).astype(np.int64),
             radius=np.where(certified, radius, 0.0), norm=norm, method=method, form="exact",

@@ -250,3 +250,12 @@ def test_dominated_certificates_never_exceed_their_dominator(noise):
 def test_mismatched_bound_shapes_are_a_value_error():
     with pytest.raises(ValueError, match="same shape"):
         GaussianNoise(0.25).certified_radius([0.8, 0.9], [0.1, 0.1, 0.1])
+
+
+def test_laplace_tiny_runner_up_bound_gives_a_finite_radius():
+    noise = LaplaceNoise(1.0)
+    for method in ("teng", "lecuyer"):
+        r = noise.certified_radius([0.6, 0.6, 0.6], [5e-324, 1e-310, 2e-308], method=method)
+        assert np.all(np.isfinite(r))
+        np.testing.assert_allclose(r, 0.5 * (np.log(0.6) - np.log([5e-324, 1e-310, 2e-308])), rtol=1e-12)
+    assert noise.certified_radius(0.6, 0.0) == np.inf  # p_b = 0: the runner-up is impossible everywhere

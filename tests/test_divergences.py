@@ -322,3 +322,22 @@ def test_degenerate_inputs():
     # p_b = 0 with p_a < 1: Cohen's radius is infinite but the divergence radii stay finite.
     assert np.isfinite(noise.certified_radius(0.6, 0.0, method="kl"))
     assert noise.certified_radius(1.0, method="kl") == np.inf
+
+
+@pytest.mark.parametrize("sigma", [0.25, 1.0])
+def test_renyi_never_exceeds_cohen_at_tiny_margins(sigma):
+    """At p_a − p_b of 1e-14..1e-2 the power mean M_{1−α}(a, b) nearly equals the arithmetic mean, and a
+    naive a + b − 2M is all rounding error, which the order search then maximises; the bound must stay
+    below Cohen's tight radius there too (binary and multiclass)."""
+    noise = GaussianNoise(sigma)
+    gaps = np.logspace(-14, -2, 49)
+    for center in (0.5, 0.3, 0.05):
+        a, b = center + gaps / 2, center - gaps / 2
+        binary = a if center == 0.5 else None
+        if binary is not None:
+            r = noise.certified_radius(binary, method="renyi")
+            assert np.all(r <= noise.certified_radius(binary, method="cohen")), center
+        r = noise.certified_radius(a, b, method="renyi")
+        cohen = noise.certified_radius(a, b, method="cohen")
+        assert np.all(r <= cohen), center
+        assert np.all(r > 0.5 * cohen), center  # still certifies (Rényi ≈ 0.8 of Cohen near a = b)

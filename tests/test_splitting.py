@@ -364,3 +364,53 @@ def test_estimator_deterministic_splitting_is_exact_and_seed_free():
         sm.certify(np.clip(x + 0.01, 0, 1), n=1, deterministic=True)
     with pytest.raises(ValueError, match="finite, exactly weighted set of draws"):
         SmoothedClassifier(base, noise=SplittingNoise(lam)).certify(x, n=1, deterministic=True)
+
+
+class AtLeastOne(torch.nn.Module):
+    """Class 1 iff the (split) input is >= 1: in one dimension h(y) = P(x̃(y) >= 1) = y on [0, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # ART's wrapper wants an optimizer
+
+    def forward(self, u):
+        s = (u.reshape(u.shape[0], -1)[:, 0] >= 1.0).to(u.dtype) - 0.5
+        return torch.stack([torch.zeros_like(s), s], dim=1)
+
+
+def test_exact_certificate_just_off_the_grid_is_measured_from_the_input():
+    """An input 0.0009 steps off the grid is accepted (float32 cannot hold most grid values), and the exact
+    probabilities are those of its grid point x_g; the radius must be counted from x, i.e. shrink by
+    ‖x − x_g‖. Here h(y) = y, so the true l1 radius at x = 1 − 0.0009·Δ is x − 1/2."""
+    from art_smoothing import SmoothedClassifier
+    from art_smoothing.models import make_classifier
+
+    noise = DeterministicSplittingNoise(0.5, levels=3)
+    base = make_classifier(AtLeastOne(), (1,), 2, clip_values=(0.0, 1.0))
+    sm = SmoothedClassifier(base, noise=noise)
+    x = np.array([[1.0 - 0.0009 * noise.step]])
+    res = sm.certify_detailed(x.astype(np.float32), n=1, deterministic=True, norm=1)
+    truth = float(x.astype(np.float32)[0, 0]) - 0.5
+    assert res.prediction[0] == 1 and res.extra["probabilities"][0, 1] == 1.0  # h at the grid point 1
+    assert res.radius[0] <= truth + 1e-9
+    assert res.radius[0] >= truth - 1e-6  # the certificate stays tight here
+
+    # in general: the off-grid radius is the grid point's radius less the distance, in every norm
+    d, levels, lam = 4, 9, 0.75
+    model = RoughClassifier(d, seed=2)
+    base = make_classifier(model, (d,), 3, clip_values=(0.0, 1.0))
+    noise = DeterministicSplittingNoise(lam, levels=levels)
+    sm = SmoothedClassifier(base, noise=noise)
+    rng = np.random.default_rng(5)
+    grid = rng.integers(1, levels - 1, size=(8, d)) / (levels - 1)
+    off = (grid + rng.uniform(-9e-4, 9e-4, size=grid.shape) * noise.step).astype(np.float32)
+    for norm in (1, 2, "inf"):
+        on = sm.certify_detailed(grid.astype(np.float32), n=1, deterministic=True, norm=norm)
+        near = sm.certify_detailed(off, n=1, deterministic=True, norm=norm)
+        np.testing.assert_array_equal(on.extra["probabilities"], near.extra["probabilities"])
+        p = {1: 1, 2: 2, "inf": np.inf}[norm]
+        slack = np.linalg.norm(off.astype(np.float64) - grid, ord=p, axis=1)
+        assert np.all(slack > 0)
+        expected = np.where(on.radius > slack, on.radius - slack, 0.0)
+        np.testing.assert_allclose(near.radius, expected, atol=1e-9)
+        np.testing.assert_array_equal(near.prediction, np.where(on.radius > slack, on.prediction, -1))

@@ -150,13 +150,33 @@ def renyi_flip_bound(p_a: torch.Tensor, p_b: torch.Tensor | None, alpha) -> torc
     a, b, c = split_probabilities(p_a, p_b)
     alpha = torch.as_tensor(alpha, dtype=a.dtype, device=a.device)
     q = 1.0 - alpha
+    eps = torch.finfo(a.dtype).eps
+    # ρ = M_q(a, b)/AM(a, b) ≤ 1 and x = (a + b)(1 − ρ) = a + b − 2M = 1 − (c + 2M), the quantity to bound.
+    # (1) Near a = b, via t = (a − b)/(a + b): ρ^q = ((1 + t)^q + (1 − t)^q)/2 = 1 + Σ_k C(q, 2k) t^{2k}.
+    #     Every term has the sign of q(q − 1) (q < 1), so a truncated sum lies between 0 and the full
+    #     one, which can only make ρ closer to 1, x smaller and the bound lower: truncation is sound.
+    #     No cancellation: the error is a few ulps relative to x, however small x is.
+    t = (a - b) / (a + b)
+    t2 = t * t
+    coef = q * (q - 1.0) / 2.0
+    power = t2
+    series = torch.zeros_like(t2 * q)
+    for k in range(1, 9):
+        series = series + coef * power
+        coef = coef * (q - 2.0 * k) * (q - 2.0 * k - 1.0) / ((2.0 * k + 1.0) * (2.0 * k + 2.0))
+        power = power * t2
+    x_series = (a + b) * (-torch.expm1(torch.log1p(series) / q)) * (1.0 - 64.0 * eps)
+    # (2) Elsewhere: log M_q = (logaddexp(q log a, q log b) − log 2)/q, whose rounding error (about
+    #     eps·(|log a| + |log b| + 1/|q|) in log M) is subtracted so that rounding never raises the bound.
     la, lb = torch.log(a), torch.log(b)
-    # log M_q = (logaddexp(q log a, q log b) − log 2)/q, and the ratio ρ = M_q/AM(a, b) ≤ 1.
     log_m = (torch.logaddexp(q * la, q * lb) - math.log(2.0)) / q
     log_am = torch.log(0.5 * (a + b))
-    x = (a + b) * (-torch.expm1(log_m - log_am))  # = a + b − 2M = 1 − (c + 2M)
-    direct = c + 2.0 * torch.exp(log_m)
-    return torch.where(x < 0.5, -torch.log1p(-x), -torch.log(direct))
+    err = 16.0 * eps * (la.abs() + lb.abs() + 1.0 / q.abs() + 2.0)
+    x_direct = (a + b) * (-torch.expm1(log_m - log_am)) - (a + b) * err
+    x = torch.where(t.abs() < 0.1, x_series, x_direct)
+    direct = c + 2.0 * torch.exp(log_m + err)  # = 1 − x, rounded up
+    h = torch.where(x < 0.5, -torch.log1p(-x.clamp(min=0.0)), -torch.log(direct))
+    return h.clamp(min=0.0)
 
 
 def chi2_flip_bound(p_a: torch.Tensor, p_b: torch.Tensor | None = None) -> torch.Tensor:

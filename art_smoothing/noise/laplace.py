@@ -51,7 +51,7 @@ class LaplaceNoise(Noise):
         """
         if p_b is None:
             return -self.scale * torch.log(2.0 * (1.0 - p_a))
-        first = 0.5 * self.scale * torch.log(p_a / p_b)
+        first = 0.5 * self.scale * (torch.log(p_a) - torch.log(p_b))  # p_a / p_b could overflow to inf
         second = -self.scale * torch.log1p(-(p_a - p_b))
         return torch.maximum(first, second)
 
@@ -61,6 +61,5 @@ class LaplaceNoise(Noise):
         (‖δ‖₁/λ, 0)-DP, and their robustness condition p_a > e^{2ε} p_b gives R = λ/2 · log(p_a/p_b)
         (binary: p_b = 1 − p_a). Kept for comparison; never larger than ``teng``.
         """
-        if p_b is None:
-            p_b = 1.0 - p_a
-        return 0.5 * self.scale * torch.log(p_a / p_b)
+        log_b = torch.log1p(-p_a) if p_b is None else torch.log(p_b)
+        return 0.5 * self.scale * (torch.log(p_a) - log_b)  # p_a / p_b could overflow to inf

@@ -220,6 +220,19 @@ class DeterministicSplittingNoise(_SplittingBase):
                 "(Monte Carlo)."
             )
 
+    def exact_input_slack(self, x, norm) -> np.ndarray:
+        """Per input, the ``norm`` distance from x to its grid point x_g (float64, shape ``(N,)``).
+
+        :meth:`check_on_grid` accepts inputs up to 1e-3 of a step off the grid (float32 cannot hold
+        most grid values exactly), and there :meth:`exact_draws` gives exactly h(x_g): every step
+        centre sees the same cell of x as of x_g. A radius R around x_g certifies R − ‖x − x_g‖
+        around x, which the estimator subtracts."""
+        arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+        arr = arr.reshape(arr.shape[0], -1)
+        lo = self.clip_values[0]
+        snapped = lo + np.round((arr - lo) / self.step) * self.step
+        return np.linalg.norm(arr - snapped, ord=float(norm), axis=1) if arr.shape[1] else np.zeros(arr.shape[0])
+
     def exact_draws(self, x, shape, *, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """The generic hook for exact smoothing: a finite set of draws ``z`` ``(M, *shape)`` and their
         probabilities ``weights`` ``(M,)`` (float64) such that, for every input of ``x``,
