@@ -633,14 +633,23 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
         """True when every preprocessing step is ART's standardisation with mean 0 and std 1 (the
         default ``preprocessing=(0, 1)``): x - 0 and x / 1 are exact, so skipping them changes no bit
         and saves two passes over every noisy batch."""
+        ops = self.preprocessing_operations
+        # Asked once per forward pass: cached on the identity of the steps and their mean/std arrays
+        # (ART rebuilds the steps whenever preprocessing changes through set_params).
+        key = tuple((id(op), id(getattr(op, "mean", None)), id(getattr(op, "std", None))) for op in ops)
+        cached = self.__dict__.get("_identity_preprocessing_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         from art.preprocessing.standardisation_mean_std.numpy import StandardisationMeanStd
         from art.preprocessing.standardisation_mean_std.pytorch import StandardisationMeanStdPyTorch
 
-        return all(
+        identity = all(
             isinstance(op, (StandardisationMeanStd, StandardisationMeanStdPyTorch))
             and bool(np.all(np.asarray(op.mean) == 0)) and bool(np.all(np.asarray(op.std) == 1))
-            for op in self.preprocessing_operations
+            for op in ops
         )
+        self.__dict__["_identity_preprocessing_cache"] = (key, identity, list(ops))  # keeps the ids alive
+        return identity
 
     def _logits(self, x: torch.Tensor, *, no_grad: bool = True) -> torch.Tensor:
         """Base classifier outputs for (already noisy) inputs on the device: preprocessing defences,
