@@ -444,7 +444,7 @@ class _SmoothingCore:
             clip = (float(cv[0].flat[0]), float(cv[1].flat[0])) if cv.size != 2 else (float(cv.flat[0]), float(cv.flat[1]))
             if x.size and (float(x.min()) < clip[0] or float(x.max()) > clip[1]):  # before any sampling
                 raise ValueError(
-                    f"x lies outside the classifier's clip_values=({clip[0]}, {clip[1]}) (x in [{float(x.min())}, "
+                    f"x lies outside clip_values=({clip[0]}, {clip[1]}) of the classifier (x in [{float(x.min())}, "
                     f"{float(x.max())}]): box-constrained certificates only hold inside the box; clip the inputs, "
                     "fix clip_values, or pass box=False for the plain certificates.")
         if backend != "local":
