@@ -615,7 +615,12 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
     def clone_for_refitting(self) -> SmoothedClassifier:
         """ART's ``clone_for_refitting``: the same smoothing around a fresh copy of the base classifier
         (same architecture and optimizer type, weights re-initialised by ART)."""
-        return SmoothedClassifier(self._base_classifier.clone_for_refitting(), noise=self.noise,
+        base = self._base_classifier.clone_for_refitting()
+        # what may have been changed on this estimator since it wrapped the base classifier
+        base.set_params(clip_values=self.clip_values, preprocessing=self.preprocessing,
+                        preprocessing_defences=self.preprocessing_defences,
+                        postprocessing_defences=self.postprocessing_defences)
+        return SmoothedClassifier(base, noise=self.noise,
                                   sample_size=self.sample_size, alpha=self.alpha, seed=self.seed,
                                   eot_samples=self.eot_samples, verbose=self.verbose)
 
@@ -634,9 +639,10 @@ class SmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, PyTorchClassi
         default ``preprocessing=(0, 1)``): x - 0 and x / 1 are exact, so skipping them changes no bit
         and saves two passes over every noisy batch."""
         ops = self.preprocessing_operations
-        # Asked once per forward pass: cached on the identity of the steps and their mean/std arrays
+        # Asked once per forward pass: cached on the identity of the steps and the values of their mean/std
         # (ART rebuilds the steps whenever preprocessing changes through set_params).
-        key = tuple((id(op), id(getattr(op, "mean", None)), id(getattr(op, "std", None))) for op in ops)
+        key = tuple((id(op), np.asarray(getattr(op, "mean", 0.0)).tobytes(), np.asarray(getattr(op, "std", 1.0)).tobytes())
+                    for op in ops)
         cached = self.__dict__.get("_identity_preprocessing_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -792,6 +798,10 @@ class NumpySmoothedClassifier(_SmoothingCore, RandomizedSmoothingMixin, Classifi
 
     def get_activations(self, *args, **kwargs):
         raise NotImplementedError("Activations are not available through a smoothed numpy classifier.")
+
+    def clone_for_refitting(self):
+        raise NotImplementedError("clone_for_refitting needs a PyTorchClassifier base classifier; clone the base "
+                                  "classifier yourself and wrap it in a new SmoothedClassifier.")
 
     def compute_loss(self, *args, **kwargs):
         raise NotImplementedError("Losses/gradients need a PyTorchClassifier base classifier.")

@@ -74,14 +74,17 @@ def tune_cpu_allocator() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    # mallopt returns 1 on success; the trim threshold first, so a refused mmap setting leaves a
-    # heap that at least keeps what it has.
-    ok = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    _tuned = bool(ok)
-    if _tuned:
-        logger.info("glibc allocator: buffers up to %d MiB are reused from the heap (%s=default to keep glibc's "
-                    "settings).", MMAP_THRESHOLD >> 20, ENV_VAR)
-    return _tuned
+    # mallopt returns 1 on success and changes nothing on failure. The mmap threshold goes first: setting
+    # either parameter switches glibc's dynamic threshold off, so the trim threshold is only set once
+    # the mmap one is in force. Old glibc versions refuse mmap thresholds above 32 MiB: fall back to that.
+    threshold = next((t for t in (MMAP_THRESHOLD, 32 << 20) if mallopt(_M_MMAP_THRESHOLD, t) == 1), None)
+    if threshold is None:
+        return False
+    mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    _tuned = True
+    logger.info("glibc allocator: buffers up to %d MiB are reused from the heap (%s=default to keep glibc's "
+                "settings).", threshold >> 20, ENV_VAR)
+    return True
 
 
 def allocator_tuned() -> bool:

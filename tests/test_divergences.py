@@ -341,3 +341,12 @@ def test_renyi_never_exceeds_cohen_at_tiny_margins(sigma):
         cohen = noise.certified_radius(a, b, method="cohen")
         assert np.all(r <= cohen), center
         assert np.all(r > 0.5 * cohen), center  # still certifies (Rényi ≈ 0.8 of Cohen near a = b)
+
+
+def test_renyi_with_an_impossible_runner_up_keeps_its_value():
+    """p_b = 0 enters the power mean exactly (log 0 = -inf): no rounding margin may zero the bound."""
+    a = torch.tensor([1.0, 0.6], dtype=torch.float64)
+    assert dv.renyi_flip_bound(a[:1], None, 2.0).item() == math.inf
+    h = dv.renyi_flip_bound(a[1:], torch.tensor([0.0], dtype=torch.float64), 2.0).item()
+    # alpha = 2, b = 0: M_{-1}(a, 0) = 0, so h = -log(c) with c = 1 - a
+    assert h == pytest.approx(-math.log(0.4), rel=1e-12)

@@ -410,3 +410,21 @@ def test_fit_rejects_bad_labels(digits, digits_classifier_factory, y, match):
     sm = SmoothedClassifier(digits_classifier_factory(), noise=GaussianNoise(0.25), seed=0)
     with pytest.raises(ValueError, match=match):
         sm.fit(digits.x_train[:8], y, nb_epochs=1)
+
+
+def test_identity_check_sees_in_place_changes_of_the_mean(digits_classifier_factory):
+    base = digits_classifier_factory(preprocessing=(np.zeros(1, np.float32), np.ones(1, np.float32)))
+    sm = SmoothedClassifier(base, noise=GaussianNoise(0.25), seed=0)
+    assert sm._identity_preprocessing()
+    sm.preprocessing_operations[-1].mean[...] = 0.5  # mutated in place: no longer the identity
+    assert not sm._identity_preprocessing()
+
+
+def test_clone_for_refitting_keeps_changes_made_on_the_smoothed_estimator(digits_classifier_factory):
+    sm = SmoothedClassifier(digits_classifier_factory(), noise=GaussianNoise(0.25), seed=0)
+    sm.set_params(preprocessing=(0.1, 0.3))
+    clone = sm.clone_for_refitting()
+    assert clone.preprocessing_operations[-1].mean == pytest.approx(0.1)
+    assert clone.preprocessing_operations[-1].std == pytest.approx(0.3)
+    with pytest.raises(NotImplementedError, match="PyTorchClassifier"):
+        _sklearn_smoothed().clone_for_refitting()

@@ -38,11 +38,9 @@ else:
 print(json.dumps({"before": before, "after": faults(), "applied": applied, "again": tune_cpu_allocator()}))
 """
 
-PAGES = 40_000_000 // 4096  # pages touched per iteration
-
-
 def probe(mode, **env):
-    environment = {k: v for k, v in os.environ.items() if k != "ART_SMOOTHING_MALLOC"}
+    # THP_MEM_ALLOC_ENABLE makes PyTorch ask for 2 MiB pages, which changes what a fault counts
+    environment = {k: v for k, v in os.environ.items() if k not in ("ART_SMOOTHING_MALLOC", "THP_MEM_ALLOC_ENABLE")}
     environment.update(env)
     out = subprocess.run([sys.executable, "-c", PROBE, mode], env=environment, capture_output=True, text=True,
                          check=True, timeout=300)
@@ -59,10 +57,11 @@ def test_allocator_setting_reuses_large_buffers(mode):
         assert r["applied"] is False and r["again"] is False
         return
     assert r["applied"] is True and r["again"] is True
-    # glibc's defaults: (nearly) every page of every iteration is a fresh fault
-    assert r["before"] > 0.9 * PAGES
-    # in force: reused heap memory, under 1% of the pages fault again
-    assert r["after"] < 0.01 * PAGES
+    # glibc's defaults: every iteration maps the buffer afresh. With 4 KiB pages that is ~9 800 faults; with
+    # transparent huge pages set to "always" on the host each fault covers 2 MiB, so only count on >= 1 per MiB.
+    assert r["before"] >= 40_000_000 / (2 << 20)
+    # in force: reused heap memory, under 1% of the faults remain
+    assert r["after"] < 0.01 * r["before"]
 
 
 @pytest.mark.parametrize("value", ["default", "off", "0"])
@@ -70,4 +69,4 @@ def test_environment_variable_keeps_glibc_defaults(value):
     r = probe("estimator", ART_SMOOTHING_MALLOC=value)
     assert r["applied"] is False and r["again"] is False
     if GLIBC:
-        assert r["after"] > 0.9 * PAGES  # still a fresh mapping on every iteration
+        assert r["after"] > 0.5 * r["before"] > 0  # still a fresh mapping on every iteration

@@ -171,11 +171,12 @@ def renyi_flip_bound(p_a: torch.Tensor, p_b: torch.Tensor | None, alpha) -> torc
     la, lb = torch.log(a), torch.log(b)
     log_m = (torch.logaddexp(q * la, q * lb) - math.log(2.0)) / q
     log_am = torch.log(0.5 * (a + b))
-    err = 16.0 * eps * (la.abs() + lb.abs() + 1.0 / q.abs() + 2.0)
+    finite = lambda v: torch.where(torch.isfinite(v), v.abs(), torch.zeros_like(v))  # log 0 enters exactly
+    err = 16.0 * eps * (finite(la) + finite(lb) + 1.0 / q.abs() + 2.0)
     x_direct = (a + b) * (-torch.expm1(log_m - log_am)) - (a + b) * err
     x = torch.where(t.abs() < 0.1, x_series, x_direct)
     direct = c + 2.0 * torch.exp(log_m + err)  # = 1 − x, rounded up
-    h = torch.where(x < 0.5, -torch.log1p(-x.clamp(min=0.0)), -torch.log(direct))
+    h = torch.where(x < 0.5, -torch.log1p(-x.clamp(min=0.0)), -torch.log(direct) * (1.0 - 4.0 * eps))
     return h.clamp(min=0.0)
 
 
