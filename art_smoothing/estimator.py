@@ -55,7 +55,7 @@ from art_smoothing.certificates.bounds import (
     clopper_pearson_upper,
 )
 from art_smoothing.certificates.norms import norm_name, parse_norm
-from art_smoothing.noise.base import Noise
+from art_smoothing.noise.base import Noise, check_inside_box
 from art_smoothing.runtime import tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
@@ -157,10 +157,9 @@ class CertificationResult:
 
     def certified_accuracy(self, y, radii) -> np.ndarray:
         """Fraction of inputs that are correctly classified with radius >= r, for each r in ``radii``."""
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] > 1:  # one-hot (ART's label format)
+        y = check_labels(y, self.counts.shape[1])
+        if y.ndim == 2:  # one-hot (ART's label format)
             y = y.argmax(axis=1)
-        y = y.reshape(-1)
         if y.shape[0] != self.prediction.shape[0]:
             raise ValueError(f"y has {y.shape[0]} labels for {self.prediction.shape[0]} certified inputs.")
         correct = self.prediction == y
@@ -442,11 +441,8 @@ class _SmoothingCore:
                     "per-feature clip_values; pass box=False to certify without the box."
                 )
             clip = (float(cv[0].flat[0]), float(cv[1].flat[0])) if cv.size != 2 else (float(cv.flat[0]), float(cv.flat[1]))
-            if x.size and (float(x.min()) < clip[0] or float(x.max()) > clip[1]):  # before any sampling
-                raise ValueError(
-                    f"x lies outside clip_values=({clip[0]}, {clip[1]}) of the classifier (x in [{float(x.min())}, "
-                    f"{float(x.max())}]): box-constrained certificates only hold inside the box; clip the inputs, "
-                    "fix clip_values, or pass box=False for the plain certificates.")
+            if x.size:  # the box certificate's own check, before any sampling is spent
+                check_inside_box(float(x.min()), float(x.max()), *clip)
         if backend != "local":
             return backend.certify_detailed(self, x, n, batch_size, norm=norm, method=method, form=form, n0=n0,
                                             box=box, deterministic=deterministic, verbose=verbose)

@@ -28,7 +28,17 @@ import torch
 
 from art_smoothing.certificates.norms import conversion_factor, norm_name, parse_norm
 
-__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_positive"]
+__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive"]
+
+
+def check_inside_box(x_min: float, x_max: float, lo: float, hi: float) -> None:
+    """Raise ``ValueError`` unless the inputs (their smallest and largest entry) lie in [lo, hi]."""
+    if x_min < lo or x_max > hi:
+        raise ValueError(
+            f"x lies outside clip_values=({lo}, {hi}) (x in [{x_min}, {x_max}]): box-constrained certificates only "
+            "hold for inputs in the box; clip the inputs, pass the classifier's true clip_values, or certify with "
+            "box=False for the plain certificates."
+        )
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
@@ -310,11 +320,8 @@ class Noise:
             raise ValueError(f"x has {xt.shape[1]} features per input but dim={dim}.")
         if not bool(torch.isfinite(xt).all()):
             raise ValueError("x contains NaN or inf: box certificates need finite inputs.")
-        if bool(((xt < lo) | (xt > hi)).any()):
-            raise ValueError(
-                f"x lies outside clip_values=({lo}, {hi}): box-constrained certificates only hold for inputs in "
-                "the box; clip the inputs or pass the classifier's true clip_values."
-            )
+        if xt.numel():
+            check_inside_box(float(xt.min()), float(xt.max()), lo, hi)
         return xt, (lo, hi)
 
     def certified_radius(
