@@ -283,7 +283,7 @@ def _versions() -> dict[str, str]:
 def _jsonable(value):
     """JSON-safe copy: numpy scalars and arrays to Python, infinite radii as "inf" (as the evaluation's
     own JSON writes them), NaN as null, keys as strings."""
-    from art_smoothing.evaluation import _plain
+    from art_smoothing.evaluation import jsonable
 
     if isinstance(value, np.ndarray):
         value = value.tolist()
@@ -291,7 +291,7 @@ def _jsonable(value):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    return _plain(value)
+    return jsonable(value)
 
 
 def _parse_clip(text: str, data) -> tuple[float, float] | None:

@@ -33,7 +33,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluation", "EvaluationRecord", "EvaluationSummary", "evaluate"]
+__all__ = ["Evaluation", "EvaluationRecord", "EvaluationSummary", "evaluate", "jsonable"]
 
 
 @dataclass
@@ -75,7 +75,9 @@ class EvaluationSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _plain(v):
+def jsonable(v):
+    """``v`` with numpy scalars as Python numbers and infinite floats as the strings "inf"/"-inf" (NaN as
+    None), recursively through lists, tuples and dicts: what ``json.dumps`` can write and read back."""
     if isinstance(v, (np.floating, float)):
         v = float(v)
         return v if math.isfinite(v) else ("inf" if v > 0 else "-inf") if not math.isnan(v) else None
@@ -84,9 +86,9 @@ def _plain(v):
     if isinstance(v, np.bool_):
         return bool(v)
     if isinstance(v, (list, tuple)):
-        return [_plain(u) for u in v]
+        return [jsonable(u) for u in v]
     if isinstance(v, dict):
-        return {k: _plain(u) for k, u in v.items()}
+        return {k: jsonable(u) for k, u in v.items()}
     return v
 
 
@@ -103,7 +105,7 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict ``{"summary": ..., "records": [...]}`` (infinite radii as the string "inf")."""
-        return {"summary": _plain(asdict(self.summary)), "records": [_plain(r) for r in self.to_records()]}
+        return {"summary": jsonable(asdict(self.summary)), "records": [jsonable(r) for r in self.to_records()]}
 
     def to_json(self, path: str | None = None, **kwargs) -> str:
         """The :meth:`to_dict` form as JSON text; also written to ``path`` when given."""
