@@ -143,6 +143,16 @@ class Noise:
                     specs[spec.name] = spec
         cls._certificates = specs
 
+    @classmethod
+    def certificate_specs(cls) -> dict[str, CertificateSpec]:
+        """Every certificate of this noise by name (a copy: changing it changes nothing)."""
+        return dict(cls._certificates)
+
+    @classmethod
+    def has_box_certificates(cls) -> bool:
+        """Whether any certificate of this noise is box-constrained (needs ``x`` and ``clip_values``)."""
+        return any(s.box for s in cls._certificates.values())
+
     # ------------------------------------------------------------------ parameters
     @property
     def std(self) -> float:
