@@ -17,7 +17,9 @@ certified inputs; the summary reports this bound next to the count. (Draws are s
 so violations of different inputs are correlated: the bound holds for the expectation.)
 
 Everything is plain data: :meth:`Evaluation.to_records` (list of dicts), :meth:`Evaluation.to_dict`,
-:meth:`Evaluation.to_json` and :meth:`Evaluation.to_csv`.
+:meth:`Evaluation.to_json` and :meth:`Evaluation.to_csv`. The per-input step (:func:`certify_and_attack`)
+and the assembly of records and summary (:func:`assemble`) are public so that a backend (the Ray backend of
+:mod:`art_smoothing.distributed`) can run the first on chunks and the second once.
 """
 
 from __future__ import annotations
@@ -31,9 +33,25 @@ from typing import Any
 
 import numpy as np
 
+from art_smoothing.attacks.radius import empirical_radius, make_attack
+from art_smoothing.certificates.norms import norm_name, parse_norm
+from art_smoothing.checks import labels_as_indices
+from art_smoothing.engine.backends import resolve_backend
+from art_smoothing.engine.result import CertificationResult, accuracy_at_radii
+from art_smoothing.estimator import SmoothedClassifier
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluation", "EvaluationRecord", "EvaluationSummary", "evaluate", "jsonable"]
+__all__ = [
+    "Evaluation",
+    "EvaluationRecord",
+    "EvaluationSummary",
+    "assemble",
+    "certify_and_attack",
+    "check_radii",
+    "evaluate",
+    "jsonable",
+]
 
 
 @dataclass
@@ -157,42 +175,32 @@ def evaluate(smoothed, x, y, norm=None, n: int = 1000, attack=None, radii=None, 
     :param backend: ``"local"``, ``"ray"`` or an :class:`art_smoothing.distributed.RayBackend` (inputs
         split over Ray workers, records and summary as here; see :mod:`art_smoothing.distributed`).
     """
-    from art_smoothing.attacks.radius import make_attack
-    from art_smoothing.certificates.norms import parse_norm
-    from art_smoothing.estimator import SmoothedClassifier
-
     if not isinstance(smoothed, SmoothedClassifier):
         raise ValueError(  # noqa: TRY004 - bad input is a ValueError throughout the package
             "evaluate needs an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier "
             f"(the attack needs gradients), got {type(smoothed).__name__}.")
     p = smoothed.noise.norm if norm is None else parse_norm(norm)
     atk = make_attack(smoothed, p, attack)
-    x = smoothed._check_x(x)
-    y = np.asarray(y)
-    labels = (y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1)).astype(np.int64)
-    if labels.shape[0] != x.shape[0]:
-        raise ValueError(f"y has {labels.shape[0]} labels for {x.shape[0]} inputs.")
-    if not (isinstance(backend, str) and backend == "local"):
-        from art_smoothing.distributed import resolve_backend
-
-        runner = resolve_backend(backend)  # ValueError for unknown backends
-        if runner != "local":
-            return runner.evaluate(smoothed, x, labels, p, attack, radii, n=n, n0=n0, batch_size=batch_size,
-                                   eps_max=eps_max, search_steps=search_steps, n_predict=n_predict,
-                                   certify_kwargs=certify_kwargs)
-    cert, details = _certify_and_attack(smoothed, x, labels, p, atk, n=n, n0=n0, batch_size=batch_size,
-                                        eps_max=eps_max, search_steps=search_steps, n_predict=n_predict,
-                                        certify_kwargs=certify_kwargs)
-    return _assemble(smoothed, p, n, repr(atk), labels, cert, details.radius, details.predict_calls,
-                     details.eps_max, radii, search_steps, n_predict)
+    x = smoothed.check_x(x)
+    labels = labels_as_indices(y, smoothed.nb_classes, n=x.shape[0])
+    runner = resolve_backend(backend)  # ValueError for unknown backends
+    if runner is not None:
+        return runner.evaluate(smoothed, x, labels, p, attack, radii, n=n, n0=n0, batch_size=batch_size,
+                               eps_max=eps_max, search_steps=search_steps, n_predict=n_predict,
+                               certify_kwargs=certify_kwargs)
+    cert, details = certify_and_attack(smoothed, x, labels, p, atk, n=n, n0=n0, batch_size=batch_size,
+                                       eps_max=eps_max, search_steps=search_steps, n_predict=n_predict,
+                                       certify_kwargs=certify_kwargs)
+    return assemble(smoothed, p, n, repr(atk), labels, cert, details.radius, details.predict_calls,
+                    details.eps_max, radii, search_steps, n_predict)
 
 
-def _certify_and_attack(smoothed, x: np.ndarray, labels: np.ndarray, p: float, atk, *, n: int, n0,
+def certify_and_attack(smoothed, x: np.ndarray, labels: np.ndarray, p: float, atk, *, n: int, n0,
                         batch_size: int, eps_max, search_steps: int, n_predict, certify_kwargs):
     """The per-input work of :func:`evaluate`: CERTIFY, then the ε search away from c_A (or the label).
-    Every input's outcome depends on that input alone (the Ray backend runs this on chunks)."""
-    from art_smoothing.attacks.radius import empirical_radius
+    Every input's outcome depends on that input alone (the Ray backend runs this on chunks).
 
+    :return: ``(CertificationResult, EmpiricalRadius)``."""
     cert = smoothed.certify_detailed(x, n, batch_size=batch_size, norm=p, n0=n0, **(certify_kwargs or {}))
     attacked = np.where(cert.prediction >= 0, cert.prediction, labels)
     details = empirical_radius(smoothed, x, attacked, p, attack=atk, eps_max=eps_max, radius_hint=cert.radius,
@@ -201,12 +209,19 @@ def _certify_and_attack(smoothed, x: np.ndarray, labels: np.ndarray, p: float, a
     return cert, details
 
 
-def _assemble(smoothed, p: float, n: int, atk: str, labels: np.ndarray, cert, emp: np.ndarray,
-              predict_calls: np.ndarray, eps_max: np.ndarray, radii, search_steps: int,
-              n_predict) -> Evaluation:
-    """Records and summary from the per-input arrays (``atk`` is the attack's repr)."""
-    from art_smoothing.certificates.norms import norm_name
+def check_radii(radii) -> np.ndarray:
+    """A list of finite non-negative radii as a float64 array (for accuracy curves)."""
+    radii = np.atleast_1d(np.asarray(radii, dtype=np.float64))
+    if radii.ndim != 1 or np.any(radii < 0) or not np.all(np.isfinite(radii)):
+        raise ValueError("radii must be a list of finite non-negative radii.")
+    return radii
 
+
+def assemble(smoothed, p: float, n: int, atk: str, labels: np.ndarray, cert: CertificationResult, emp: np.ndarray,
+             predict_calls: np.ndarray, eps_max: np.ndarray, radii, search_steps: int,
+             n_predict) -> Evaluation:
+    """Records and summary from the per-input results of :func:`certify_and_attack` (``atk`` is the
+    attack's repr; ``emp``, ``predict_calls`` and ``eps_max`` the per-input arrays of the ε search)."""
     pred, cert_r = cert.prediction, cert.radius
     attacked = np.where(pred >= 0, pred, labels)
     correct = pred == labels
@@ -217,11 +232,9 @@ def _assemble(smoothed, p: float, n: int, atk: str, labels: np.ndarray, cert, em
         finite = np.concatenate([cert_r, emp[np.isfinite(emp)]])
         top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         radii = np.linspace(0.0, top, 6)
-    radii = np.atleast_1d(np.asarray(radii, dtype=np.float64))
-    if radii.ndim != 1 or np.any(radii < 0) or not np.all(np.isfinite(radii)):
-        raise ValueError("radii must be a list of finite non-negative radii.")
-    cert_acc = [float(np.mean(correct & (cert_r >= r))) for r in radii]
-    emp_acc = [float(np.mean(correct & (emp > r))) for r in radii]
+    radii = check_radii(radii)
+    cert_acc = [float(a) for a in accuracy_at_radii(correct, cert_r, radii)]
+    emp_acc = [float(a) for a in accuracy_at_radii(correct, emp, radii, strict=True)]
     has_ratio = certified & np.isfinite(emp)
     ratio = emp[has_ratio] / cert_r[has_ratio]
     summary = EvaluationSummary(

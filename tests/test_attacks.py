@@ -96,7 +96,7 @@ def test_loss_gradient_matches_finite_differences(noise):
     est = SmoothedClassifier(smooth_mlp(), noise, seed=3, eot_samples=40)
     x = torch.as_tensor(RNG.normal(size=(4, D)))
     y = torch.tensor([0, 1, 2, 1])
-    z = draw_noise(est, 40, generator=est._generator(3, 99))
+    z = draw_noise(est, 40, generator=est.generator(3, 99))
     grad = est.loss_gradient(x, y, noise_draws=z)
     assert isinstance(grad, torch.Tensor) and grad.dtype == torch.float64 and grad.shape == x.shape
     h = 1e-5
@@ -113,7 +113,7 @@ def test_non_additive_noise_uses_straight_through_gradient():
     est = SmoothedClassifier(smooth_mlp(), QuantizedNoise(0.5), seed=0, eot_samples=30)
     x = torch.as_tensor(RNG.normal(size=(3, D)))
     y = torch.tensor([2, 0, 1])
-    z = draw_noise(est, 30, generator=est._generator(0, 7))
+    z = draw_noise(est, 30, generator=est.generator(0, 7))
     grad = est.loss_gradient(x, y, noise_draws=z)
     offsets = est.noise.perturb(x[:, None], z[None]) - x[:, None]
 
@@ -131,7 +131,7 @@ def test_non_additive_noise_uses_straight_through_gradient():
 def test_gradient_independent_of_chunking_and_numpy_torch_paths():
     est = SmoothedClassifier(tiny_cnn(), GaussianNoise(0.25), seed=0, eot_samples=24)
     x, y = digits_inputs(5)
-    z = draw_noise(est, 24, generator=est._generator(0, 5))
+    z = draw_noise(est, 24, generator=est.generator(0, 5))
     ref = est.loss_gradient(x, y, noise_draws=z, batch_size=10_000)  # one pass
     for bs in (1, 7, 24, 50):  # several draw blocks per input, one input per chunk, several inputs per chunk
         np.testing.assert_allclose(est.loss_gradient(x, y, noise_draws=z, batch_size=bs), ref, rtol=2e-4, atol=1e-7)
@@ -187,7 +187,7 @@ def test_art_pgd_and_fgsm_attack_the_smoothed_classifier(norm):
         delta = (x_adv - x).reshape(6, -1)
         assert np.all(np.linalg.norm(delta, ord=norm, axis=1) <= eps * (1 + 1e-4))
         assert x_adv.min() >= 0 and x_adv.max() <= 1
-        z = draw_noise(est, 256, generator=est._generator(5, 5))
+        z = draw_noise(est, 256, generator=est.generator(5, 5))
         before = est.compute_loss(x, y, noise_draws=z).mean()
         after = est.compute_loss(x_adv, y, noise_draws=z).mean()
         assert after > before
@@ -204,7 +204,7 @@ def test_numpy_preprocessing_defence_in_pipeline_and_gradient():
     est = SmoothedClassifier(tiny_cnn(preprocessing_defences=[defence]), GaussianNoise(0.25), seed=0,
                              eot_samples=12, sample_size=200)
     assert not est.all_framework_preprocessing
-    z = draw_noise(est, 12, generator=est._generator(0, 1))
+    z = draw_noise(est, 12, generator=est.generator(0, 1))
     # same draws, different pipeline: the smoothed soft predictions differ; PREDICT/CERTIFY run through it
     assert not np.allclose(plain.compute_loss(x, y, noise_draws=z), est.compute_loss(x, y, noise_draws=z))
     assert est.certify_detailed(x, 200).counts.sum(axis=1).tolist() == [200] * 4

@@ -181,13 +181,13 @@ def test_ray_matches_single_process_bit_for_bit(ray_local, setup, references, wo
             result = sm.certify_detailed(x, N, batch_size=BATCH, backend=backend, **CASES[case]["kwargs"])
             assert_same(result, references[case])
         pred, radius = sm.certify(x, N, batch_size=BATCH, backend=backend, **CASES[case]["kwargs"])  # ART's API
-        stats = ray.get([a.stats.remote() for a in backend._pool["actors"]])
+        stats = backend.worker_stats()
     np.testing.assert_array_equal(pred, references[case].prediction)
     np.testing.assert_array_equal(radius, references[case].radius)
     assert len({s["pid"] for s in stats}) == workers
     estimators = len({case for _, case in runs})
     assert all(s["loads"] == estimators and s["device"] == "cpu" and s["threads"] == 1 for s in stats), stats
-    assert backend._pool is None  # leaving `with` stopped the workers
+    assert backend.worker_stats() == []  # leaving `with` stopped the workers
 
 
 def test_too_many_workers_is_a_value_error(ray_local, setup):
@@ -281,7 +281,7 @@ def test_evaluate_on_ray_matches_local_and_resumes(ray_local, setup, tmp_path):
     with RayBackend(num_workers=2, chunk_size=1, progress=False) as backend:
         est = fresh()
         assert evaluate(est, x, y, attack=exact, backend=backend, **kw).to_dict() == ref.to_dict()
-        assert est._gradient_calls == ref_est._gradient_calls  # the counter advances as a local run's
+        assert est.gradient_calls == ref_est.gradient_calls  # the counter advances as a local run's
 
         backend.chunk_size, backend.output_dir = 5, tmp_path
         assert evaluate(fresh(), x, y, attack=exact, backend=backend, **kw).to_dict() == ref.to_dict()

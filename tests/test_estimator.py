@@ -40,15 +40,15 @@ def test_counts_equal_naive_loop_and_noise_goes_before_preprocessing():
     sm = SmoothedClassifier(base, noise=noise, sample_size=37, seed=11)
     x = rng.uniform(0, 1, size=(5, d)).astype(np.float32)
     seed = 11
-    counts = sm._count_votes(x, 4500, STAGE_ESTIMATE, 64, seed).cpu().numpy()
-    block = sm._block_size()
+    counts = sm.count_votes(x, 4500, STAGE_ESTIMATE, 64, seed).cpu().numpy()
+    block = sm.block_size()
     expected = np.zeros_like(counts)
     model = base.model
     with torch.no_grad():
         for i in range(len(x)):
             for j in range(math.ceil(4500 / block)):
                 k = min(block, 4500 - j * block)
-                z = noise.sample(k, (d,), generator=sm._generator(seed, STAGE_ESTIMATE, j))
+                z = noise.sample(k, (d,), generator=sm.generator(seed, STAGE_ESTIMATE, j))
                 logits = model((torch.as_tensor(x[i]) + z - mean) / std)
                 expected[i] += np.bincount(logits.argmax(1).numpy(), minlength=2)
     np.testing.assert_array_equal(counts, expected)
@@ -160,8 +160,8 @@ def test_reproducible_and_independent_of_batching(digits, digits_classifier_fact
 def test_selection_and_estimation_streams_differ():
     base = linear_classifier(np.ones(3), 0.0)
     sm = SmoothedClassifier(base, noise=GaussianNoise(1.0), seed=0)
-    g1 = sm._generator(0, STAGE_SELECT, 0)
-    g2 = sm._generator(0, STAGE_ESTIMATE, 0)
+    g1 = sm.generator(0, STAGE_SELECT, 0)
+    g2 = sm.generator(0, STAGE_ESTIMATE, 0)
     assert not torch.equal(torch.randn(10, generator=g1), torch.randn(10, generator=g2))
 
 
@@ -290,11 +290,11 @@ def test_identity_standardisation_is_skipped_exactly(digits_classifier_factory, 
     equal ART's own predict on the same noisy batch in every case, bit for bit."""
     base = digits_classifier_factory(preprocessing=preprocessing)
     sm = SmoothedClassifier(base, noise=GaussianNoise(0.25), seed=0)
-    assert sm._identity_preprocessing() is identity
+    assert sm.identity_preprocessing() is identity
     rng = np.random.default_rng(1)
     noisy = rng.uniform(-0.5, 1.5, size=(40, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():
-        ours = sm._logits(torch.as_tensor(noisy)).numpy()
+        ours = sm.base_logits(torch.as_tensor(noisy)).numpy()
     np.testing.assert_array_equal(ours, base.predict(noisy, batch_size=40))
 
 
@@ -415,9 +415,9 @@ def test_fit_rejects_bad_labels(digits, digits_classifier_factory, y, match):
 def test_identity_check_sees_in_place_changes_of_the_mean(digits_classifier_factory):
     base = digits_classifier_factory(preprocessing=(np.zeros(1, np.float32), np.ones(1, np.float32)))
     sm = SmoothedClassifier(base, noise=GaussianNoise(0.25), seed=0)
-    assert sm._identity_preprocessing()
+    assert sm.identity_preprocessing()
     sm.preprocessing_operations[-1].mean[...] = 0.5  # mutated in place: no longer the identity
-    assert not sm._identity_preprocessing()
+    assert not sm.identity_preprocessing()
 
 
 def test_clone_for_refitting_keeps_changes_made_on_the_smoothed_estimator(digits_classifier_factory):

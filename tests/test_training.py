@@ -25,7 +25,8 @@ from art_smoothing.training import (
     NoiseAugmentationTrainer,
     SmoothAdvTrainer,
 )
-from art_smoothing.training.smoothadv import _project_l1, project_perturbation
+from art_smoothing.geometry import project_l1_ball
+from art_smoothing.training.smoothadv import project_perturbation
 
 
 # ---------------------------------------------------------------------------------------------- noises
@@ -130,8 +131,8 @@ def test_every_trainer_lowers_its_loss_for_every_noise(digits, noise_cls, name):
     trainer = TRAINERS[name](sm, verbose=False, **small_kwargs(name, noise))
     assert isinstance(trainer, Trainer) and trainer.get_classifier() is sm
     x, y = digits.x_train[:512], digits.y_train[:512]
-    z = trainer.draw_noise(64, generator=torch.Generator(device=sm._device).manual_seed(11))
-    assert z.shape == (64, trainer.m, 1, 8, 8) and z.device == sm._device
+    z = trainer.draw_noise(64, generator=torch.Generator(device=sm.device).manual_seed(11))
+    assert z.shape == (64, trainer.m, 1, 8, 8) and z.device == sm.device
 
     def objective():
         sm.model.train()
@@ -456,7 +457,7 @@ def test_arts_smoothadv_fails_with_several_noise_draws(digits):
 # ---------------------------------------------------------------------------------------------- SmoothAdv attack
 @pytest.mark.parametrize("norm", [1, 2, "inf"])
 def test_smoothadv_attack_stays_in_ball_and_box_and_raises_the_smoothed_loss(digits, pretrained_state, norm):
-    from art_smoothing.attacks.eot import smoothed_log_probs
+    from art_smoothing.engine.eot import smoothed_log_probs
 
     sm = smoothed(GaussianNoise(0.25))
     sm.model.load_state_dict(pretrained_state)
@@ -481,7 +482,7 @@ def test_l1_projection_is_the_euclidean_projection():
     g = torch.Generator().manual_seed(0)
     v = torch.randn(50, 30, generator=g, dtype=torch.float64) * torch.rand(50, 1, generator=g, dtype=torch.float64)
     eps = 1.5
-    w = _project_l1(v, eps)
+    w = project_l1_ball(v, eps)
     lo, hi = torch.zeros(50, 1, dtype=torch.float64), v.abs().amax(1, keepdim=True)
     for _ in range(200):
         mid = (lo + hi) / 2

@@ -19,12 +19,9 @@ ART's PGD lacks for smoothed classifiers:
 
 ℓ1 step. With g the ascent direction, S the k coordinates of largest |g_i| among those that can
 move (not at a box face that g pushes against; Croce & Hein, 2021), the step is
-η · g_S / ‖g_S‖₁ (an ℓ1 step of length η), then exact Euclidean projection on the ℓ1 ball (Duchi et
-al., 2008) and clipping to the box. Tramèr & Boneh's (2019) SLIDE step uses sign(g_S) instead; with
-sign weights the projected iterates settle on a perturbation spread evenly over the top k
-coordinates, whereas with magnitude weights the soft-thresholding of the projection keeps removing
-the coordinates of lower gradient, so on a linear model the iterates converge to the optimal
-single-coordinate (vertex) perturbation while still exploring k coordinates per step early on.
+η · g_S / ‖g_S‖₁ (an ℓ1 step of length η, :func:`art_smoothing.geometry.l1_topk_direction` with
+magnitude weights), then exact Euclidean projection on the ℓ1 ball (Duchi et al., 2008) and clipping to
+the box (:mod:`art_smoothing.geometry`).
 """
 
 from __future__ import annotations
@@ -37,50 +34,28 @@ import torch
 from art.attacks.attack import EvasionAttack
 from tqdm.auto import tqdm
 
-from art_smoothing.attacks.eot import (
-    _check_m,
-    _copies_log_softmax,
-    draw_noise,
-    log_prob_gradient,
-    next_gradient_call,
-)
 from art_smoothing.certificates.bounds import binomial_test_half
 from art_smoothing.certificates.norms import norm_name, parse_norm
-from art_smoothing.estimator import STAGE_GRADIENT, SmoothedClassifier, _check_int
+from art_smoothing.checks import check_bool, check_fraction, check_int, check_positive_array, labels_as_indices
+from art_smoothing.engine.eot import copies_log_softmax, draw_noise, log_prob_gradient
+from art_smoothing.engine.streams import Stage
+from art_smoothing.estimator import SmoothedClassifier
+from art_smoothing.geometry import (
+    clip_to_box,
+    l1_topk_direction,
+    project_l1_ball,
+    project_lp_ball,
+    random_in_ball,
+    steepest_ascent_direction,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SmoothedPGD", "project_l1_ball"]
 
-# Last key of an attack's STAGE_GRADIENT streams: what the draws are for (non-zero, see ``next_gradient_call``).
+# Last key of an attack's Stage.GRADIENT streams: what the draws are for (non-zero: the estimator's own
+# gradient draws are keyed (seed, GRADIENT, call) only).
 _KEY_EOT, _KEY_INIT, _KEY_EVAL = 1, 2, 3
-
-
-def _check_positive_array(name: str, value, n: int | None = None) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number or an array of them, got {value!r}.") from None
-    if arr.ndim > 1 or not np.all(np.isfinite(arr)) or np.any(arr <= 0) or arr.size == 0:
-        raise ValueError(f"{name} must be finite and > 0 (a scalar or one value per input), got {value!r}.")
-    if n is not None and arr.ndim == 1 and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} values for {n} inputs.")
-    return arr
-
-
-def project_l1_ball(v: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of the rows of ``v`` ``(N, d)`` on the ℓ1 balls of radii ``eps`` ``(N,)``
-    (Duchi et al., 2008: soft-thresholding at the θ that makes the ℓ1 norm equal to eps)."""
-    a = v.abs()
-    inside = a.sum(dim=1) <= eps
-    u = torch.sort(a, dim=1, descending=True).values
-    css = u.cumsum(dim=1)
-    j = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
-    cond = u - (css - eps[:, None]) / j > 0
-    rho = cond.to(torch.int64).cumsum(dim=1).argmax(dim=1)  # last index where cond holds
-    theta = (css.gather(1, rho[:, None])[:, 0] - eps) / (rho + 1).to(v.dtype)
-    out = v.sign() * (a - theta[:, None]).clamp(min=0)
-    return torch.where(inside[:, None], v, out)
 
 
 class SmoothedPGD(EvasionAttack):
@@ -151,24 +126,17 @@ class SmoothedPGD(EvasionAttack):
         if p not in (1.0, 2.0, math.inf):
             raise ValueError(f"norm must be 1, 2 or 'inf', got {self.norm!r}.")
         self._p = p
-        _check_positive_array("eps", self.eps)
+        check_positive_array("eps", self.eps)
         if self.eps_step is not None:
-            _check_positive_array("eps_step", self.eps_step)
-        self.max_iter = _check_int("max_iter", self.max_iter)
-        if self.eot_samples is not None:
-            self.eot_samples = _check_m(self.eot_samples, "eot_samples")
-        self.num_random_init = _check_int("num_random_init", self.num_random_init, minimum=0)
+            check_positive_array("eps_step", self.eps_step)
+        self.max_iter = check_int("max_iter", self.max_iter)
+        self.eot_samples = check_int("eot_samples", self.eot_samples, allow_none=True)
+        self.num_random_init = check_int("num_random_init", self.num_random_init, minimum=0)
         for name in ("reuse_noise", "early_stop", "targeted", "verbose"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}.")  # noqa: TRY004
-        try:
-            frac = float(self.l1_sparsity)
-        except (TypeError, ValueError):
-            frac = float("nan")
-        if not 0.0 < frac <= 1.0:
-            raise ValueError(f"l1_sparsity must be a fraction in (0, 1], got {self.l1_sparsity!r}.")
-        self.batch_size = _check_int("batch_size", self.batch_size)
-        self.gradient_batch_size = _check_int("gradient_batch_size", self.gradient_batch_size)
+            check_bool(name, getattr(self, name))
+        check_fraction("l1_sparsity", self.l1_sparsity)
+        self.batch_size = check_int("batch_size", self.batch_size)
+        self.gradient_batch_size = check_int("gradient_batch_size", self.gradient_batch_size)
 
     # ------------------------------------------------------------------ attack
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
@@ -182,28 +150,23 @@ class SmoothedPGD(EvasionAttack):
         :return: ``x'`` as float32 numpy.
         """
         est: SmoothedClassifier = self.estimator
-        x_np = est._check_x(x)
+        x_np = est.check_x(x)
         n = x_np.shape[0]
-        eps = _check_positive_array("eps", kwargs.get("eps", self.eps), n)
+        eps = check_positive_array("eps", kwargs.get("eps", self.eps), n)
         eps_step = kwargs.get("eps_step", self.eps_step)
         eps = np.broadcast_to(eps, (n,)).astype(np.float64)
         if eps_step is None:
             eps_step = 2.5 * eps / self.max_iter
-        eps_step = np.broadcast_to(_check_positive_array("eps_step", eps_step, n), (n,)).astype(np.float64)
+        eps_step = np.broadcast_to(check_positive_array("eps_step", eps_step, n), (n,)).astype(np.float64)
         if y is None:
             if self.targeted:
                 raise ValueError("y (the target classes) is required for a targeted attack.")
             labels = est.predict(x_np, is_abstain=False).argmax(axis=1)
         else:
-            y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-            labels = y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1)
-            if labels.shape[0] != n:
-                raise ValueError(f"y has {labels.shape[0]} labels for {n} inputs.")
-            if labels.size and (labels.min() < 0 or labels.max() >= est.nb_classes):
-                raise ValueError(f"y must hold class indices in [0, {est.nb_classes}).")
+            labels = labels_as_indices(y, est.nb_classes, n=n)
         labels = labels.astype(np.int64)
-        est._set_eval()
-        call = next_gradient_call(est)
+        est.set_eval()
+        call = est.next_call(Stage.GRADIENT)
         out = np.empty_like(x_np)
         starts = range(0, n, self.batch_size)
         for b0 in tqdm(starts, desc="SmoothedPGD", disable=not self.verbose):
@@ -213,11 +176,11 @@ class SmoothedPGD(EvasionAttack):
 
     def _gen(self, call: int, *keys: int) -> torch.Generator:
         est = self.estimator
-        return est._generator(est._call_seed(), STAGE_GRADIENT, call, *keys)
+        return est.generator(est.call_seed(), Stage.GRADIENT, call, *keys)
 
     def _attack_batch(self, x_np, labels_np, eps_np, step_np, call) -> torch.Tensor:
         est = self.estimator
-        dev, dtype = est._device, est._noise_dtype
+        dev, dtype = est.device, est.noise_dtype
         x0 = torch.as_tensor(x_np, device=dev).to(dtype)
         clip = est.clip_values
         self._box = None if clip is None else tuple(
@@ -292,7 +255,7 @@ class SmoothedPGD(EvasionAttack):
         logs, votes = [], []
         with torch.no_grad():
             for i in range(0, x_adv.shape[0], chunk):
-                lp = _copies_log_softmax(est, x_adv[i:i + chunk], z)
+                lp = copies_log_softmax(est, x_adv[i:i + chunk], z)
                 logs.append(torch.logsumexp(lp, dim=1) - math.log(m))
                 votes.append(torch.nn.functional.one_hot(lp.argmax(dim=-1), est.nb_classes).sum(dim=1))
         log_g = torch.cat(logs).gather(1, labels[:, None])[:, 0].double()
@@ -301,56 +264,28 @@ class SmoothedPGD(EvasionAttack):
 
     def _random_init(self, x: torch.Tensor, eps: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """A uniform point of the ε-ball of ``norm`` for every input."""
-        n, d = x.shape[0], x[0].numel()
-        dev, dtype = x.device, x.dtype
-        if self._p == math.inf:
-            u = torch.rand((n, d), generator=gen, device=dev, dtype=dtype) * 2 - 1
-            return (u * eps[:, None]).reshape(x.shape)
-        if self._p == 2.0:
-            g = torch.randn((n, d), generator=gen, device=dev, dtype=dtype)
-            g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        else:  # ℓ1: exponential magnitudes with random signs, normalised, is uniform on the ℓ1 sphere
-            e = -torch.log(torch.rand((n, d), generator=gen, device=dev, dtype=dtype).clamp_min(1e-12))
-            s = torch.randint(0, 2, (n, d), generator=gen, device=dev).to(dtype) * 2 - 1
-            g = s * e / e.sum(dim=1, keepdim=True)
-        rad = torch.rand((n, 1), generator=gen, device=dev, dtype=dtype) ** (1.0 / d)
-        return (g * rad * eps[:, None]).reshape(x.shape)
+        return random_in_ball(tuple(x.shape), eps, self._p, gen, dtype=x.dtype)
 
     def _step(self, x_adv: torch.Tensor, direction: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         n = x_adv.shape[0]
-        g = direction.reshape(n, -1)
-        if self._p == math.inf:
-            delta = g.sign()
-        elif self._p == 2.0:
-            delta = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        else:
-            a = g.abs()
+        if self._p == 1.0:
+            g = direction.reshape(n, -1)
+            frozen = None
             if self._box is not None:  # coordinates pinned at a box face that g pushes against cannot move
                 lo, hi = (b.reshape(1, -1) for b in self._box)
                 xf = x_adv.reshape(n, -1)
-                a = torch.where(((xf >= hi) & (g > 0)) | ((xf <= lo) & (g < 0)), torch.zeros_like(a), a)
+                frozen = ((xf >= hi) & (g > 0)) | ((xf <= lo) & (g < 0))
             k = max(1, math.ceil(float(self.l1_sparsity) * g.shape[1]))
-            vals, pos = torch.topk(a, k, dim=1)
-            w = torch.zeros_like(g).scatter_(1, pos, vals)
-            delta = g.sign() * w / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
-        return x_adv + (step[:, None] * delta).reshape(x_adv.shape)
+            delta = l1_topk_direction(g, k, weights="magnitude", frozen=frozen)
+        else:
+            delta = steepest_ascent_direction(direction, self._p)
+        return x_adv + (step[:, None] * delta.reshape(n, -1)).reshape(x_adv.shape)
 
     def _project(self, x0: torch.Tensor, x_adv: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Back into the ε-ball around x0, then into the box (clipping only shrinks |δ_i|, so the
         result stays in the ball)."""
-        n = x0.shape[0]
-        delta = (x_adv - x0).reshape(n, -1)
-        if self._p == math.inf:
-            delta = torch.maximum(torch.minimum(delta, eps[:, None]), -eps[:, None])
-        elif self._p == 2.0:
-            nrm = delta.norm(dim=1, keepdim=True)
-            delta = delta * torch.clamp(eps[:, None] / nrm.clamp_min(1e-30), max=1.0)
-        else:
-            delta = project_l1_ball(delta, eps)
-        out = x0 + delta.reshape(x0.shape)
-        if self._box is not None:
-            out = torch.maximum(torch.minimum(out, self._box[1]), self._box[0])
-        return out
+        out = x0 + project_lp_ball(x_adv - x0, eps, self._p)
+        return out if self._box is None else clip_to_box(out, *self._box)
 
     def __repr__(self) -> str:
         return (f"SmoothedPGD(norm={norm_name(self._p)}, eps={self.eps}, max_iter={self.max_iter}, "

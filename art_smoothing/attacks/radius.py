@@ -37,11 +37,13 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from art_smoothing.attacks.pgd import SmoothedPGD, _check_positive_array
+from art_smoothing.attacks.pgd import SmoothedPGD
 from art_smoothing.certificates.norms import parse_norm
-from art_smoothing.estimator import STAGE_PREDICT, SmoothedClassifier, _check_int, stream_seed
+from art_smoothing.checks import check_int, check_positive_array, labels_as_indices
+from art_smoothing.engine.streams import Stage, stream_seed
+from art_smoothing.estimator import SmoothedClassifier
+from art_smoothing.geometry import lp_norm
 
 logger = logging.getLogger(__name__)
 
@@ -94,21 +96,14 @@ def make_attack(smoothed: SmoothedClassifier, norm, attack=None) -> SmoothedPGD:
     raise ValueError(f"attack must be None, a dict of SmoothedPGD parameters or a SmoothedPGD, got {attack!r}.")
 
 
-def _lp_norm(delta: np.ndarray, p: float) -> np.ndarray:
-    flat = delta.reshape(delta.shape[0], -1).astype(np.float64)
-    if math.isinf(p):
-        return np.abs(flat).max(axis=1) if flat.shape[1] else np.zeros(len(flat))
-    return np.linalg.norm(flat, ord=p, axis=1)
-
-
 def predict_flipped(smoothed: SmoothedClassifier, x: np.ndarray, labels: np.ndarray, n: int, seed: int,
                     batch_size: int = 256) -> np.ndarray:
     """PREDICT with abstention (Cohen et al.) on ``n`` draws of the stream ``seed``: True where it returns
     a class other than ``labels`` (an abstention is not a flip)."""
     if len(x) == 0:
         return np.zeros(0, dtype=bool)
-    counts = smoothed._count_votes(x, n, STAGE_PREDICT, batch_size, seed, "flip check")
-    pred = smoothed._predict_from_counts(counts, is_abstain=True)
+    counts = smoothed.count_votes(x, n, Stage.PREDICT, batch_size, seed, desc="flip check")
+    pred = smoothed.predict_from_counts(counts, is_abstain=True)
     return (pred.sum(axis=1) > 0) & (pred.argmax(axis=1) != labels)
 
 
@@ -138,24 +133,19 @@ def empirical_radius(smoothed: SmoothedClassifier, x, y, norm=2, *, attack=None,
             f"smoothed must be an art_smoothing.SmoothedClassifier, got {type(smoothed).__name__}.")
     p = parse_norm(norm)
     atk = make_attack(smoothed, p, attack)
-    x = smoothed._check_x(x)
+    x = smoothed.check_x(x)
     n = x.shape[0]
-    y = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
-    labels = (y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1)).astype(np.int64)
-    if labels.shape[0] != n:
-        raise ValueError(f"y has {labels.shape[0]} labels for {n} inputs.")
-    if n and (labels.min() < 0 or labels.max() >= smoothed.nb_classes):
-        raise ValueError(f"y must hold class indices in [0, {smoothed.nb_classes}).")
-    search_steps = _check_int("search_steps", search_steps, minimum=0)
-    n_predict = smoothed.sample_size if n_predict is None else _check_int("n_predict", n_predict)
-    batch_size = _check_int("batch_size", batch_size)
+    labels = labels_as_indices(y, smoothed.nb_classes, n=n)
+    search_steps = check_int("search_steps", search_steps, minimum=0)
+    n_predict = smoothed.sample_size if n_predict is None else check_int("n_predict", n_predict)
+    batch_size = check_int("batch_size", batch_size)
     try:
         rtol = float(rtol)
     except (TypeError, ValueError):
         rtol = float("nan")
     if not 0.0 < rtol < 1.0:
         raise ValueError(f"rtol must be in (0, 1), got {rtol!r}.")
-    e_max = np.broadcast_to(_check_positive_array(
+    e_max = np.broadcast_to(check_positive_array(
         "eps_max", default_eps_max(smoothed, p) if eps_max is None else eps_max, n), (n,)).astype(np.float64)
     if eps_start is None:
         start = e_max / 16.0
@@ -165,16 +155,16 @@ def empirical_radius(smoothed: SmoothedClassifier, x, y, norm=2, *, attack=None,
                 raise ValueError("radius_hint must hold non-negative radii.")
             start = np.where((hint > 0) & np.isfinite(hint), hint, start)
     else:
-        start = np.broadcast_to(_check_positive_array("eps_start", eps_start, n), (n,)).astype(np.float64)
+        start = np.broadcast_to(check_positive_array("eps_start", eps_start, n), (n,)).astype(np.float64)
     start = np.minimum(start, e_max)
 
-    base_seed = smoothed._call_seed()
+    base_seed = smoothed.call_seed()
     radius = np.full(n, np.inf)
     lower = np.zeros(n)
     x_adv = x.copy()
     calls = np.zeros(n, dtype=np.int64)
     # round 0: the clean input
-    flip0 = predict_flipped(smoothed, x, labels, n_predict, stream_seed(base_seed, STAGE_PREDICT, 1), batch_size)
+    flip0 = predict_flipped(smoothed, x, labels, n_predict, stream_seed(base_seed, Stage.PREDICT, 1), batch_size)
     calls += 1
     radius[flip0] = 0.0
     finished = flip0.copy()
@@ -188,9 +178,9 @@ def empirical_radius(smoothed: SmoothedClassifier, x, y, norm=2, *, attack=None,
             break
         cand = atk.generate(x[idx], labels[idx], eps=eps[idx])
         flipped = predict_flipped(smoothed, cand, labels[idx], n_predict,
-                                  stream_seed(base_seed, STAGE_PREDICT, r + 2), batch_size)
+                                  stream_seed(base_seed, Stage.PREDICT, r + 2), batch_size)
         calls[idx] += 1
-        size = _lp_norm(cand - x[idx], p)
+        size = lp_norm(cand - x[idx], p)
         better = flipped & (size < radius[idx])
         radius[idx[better]] = size[better]
         x_adv[idx[better]] = cand[better]

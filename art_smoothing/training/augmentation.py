@@ -1,19 +1,12 @@
-"""The shared training loop of every trainer, and noise augmentation (Cohen et al., 2019, Section 3.3)
+"""The trainers' shared base (an ART ``Trainer``) and noise augmentation (Cohen et al., 2019, Section 3.3)
 generalised to every noise.
 
 Every trainer here is an ART :class:`~art.defences.trainer.Trainer` around a
 :class:`~art_smoothing.SmoothedClassifier` and trains its base model under the estimator's own noise.
 They differ only in :meth:`SmoothingTrainer.compute_loss`, the objective of one batch given its noise
-draws; the loop (shuffling, noise draws from the estimator's seeded generator, optimizer step,
-scheduler, progress bar) is written once in :meth:`SmoothingTrainer.fit`:
-
-* a step takes ``batch_size`` inputs and ``m`` noise draws per input, drawn in one batched call on the
-  estimator's device, so a step holds at most ``batch_size × m`` noisy copies in memory;
-* the noisy copy of input x under draw z is ``noise.perturb(x, z)`` — ``x + z`` for additive noise,
-  the noise's own map for non-additive noise (splitting) — *before* the base classifier's
-  preprocessing defences (``apply_fit``) and standardisation, as in prediction and certification;
-* the optimizer is the wrapped classifier's, and the generators are seeded from the estimator's
-  ``seed`` (a fresh stream per ``fit`` call), so a run with a seed is reproducible.
+draws; the loop (shuffling, seeded noise draws, preprocessing after the noise, optimizer step, scheduler,
+progress bar) is the engine's (:func:`art_smoothing.engine.fitting.fit_under_noise`), the same one
+``SmoothedClassifier.fit`` runs.
 """
 
 from __future__ import annotations
@@ -23,40 +16,18 @@ import logging
 import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
-from art.utils import check_and_transform_label_format
-from tqdm.auto import trange
+
+from art_smoothing.engine.fitting import augmentation_loss, fit_under_noise, noisy_logits
+from art_smoothing.estimator import SmoothedClassifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NoiseAugmentationTrainer", "SmoothingTrainer", "check_draws", "check_nonnegative"]
-
-
-def check_draws(name: str, value) -> int:
-    """Validate a number of noise draws (or steps): an integer >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
-    return int(value)
-
-
-def check_nonnegative(name: str, value, *, positive: bool = False) -> float:
-    """Validate a finite real weight/threshold: >= 0 (or > 0 with ``positive``)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}.") from None
-    if isinstance(value, bool) or not np.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}.")
-    return v
+__all__ = ["NoiseAugmentationTrainer", "SmoothingTrainer"]
 
 
 class SmoothingTrainer(Trainer):
-    """Base of the trainers: validated data on the estimator's device, noise draws from the estimator's
-    seeded generator, preprocessing applied after the noise, and the epoch loop.
+    """Base of the trainers: the objective of one batch (:meth:`compute_loss`) under the estimator's noise,
+    trained by the engine's loop.
 
     Subclasses set :attr:`m` (noise draws per input and step) and implement :meth:`compute_loss`.
 
@@ -72,8 +43,6 @@ class SmoothingTrainer(Trainer):
     trainer_params: tuple[str, ...] = ()
 
     def __init__(self, classifier, verbose: bool = True) -> None:
-        from art_smoothing.estimator import SmoothedClassifier
-
         if not isinstance(classifier, SmoothedClassifier):
             raise ValueError(  # noqa: TRY004 - bad input is a ValueError throughout the project
                 "The trainers need an art_smoothing.SmoothedClassifier wrapping a PyTorchClassifier.")
@@ -81,62 +50,24 @@ class SmoothingTrainer(Trainer):
         self.verbose = bool(verbose)
         self.last_epoch_losses: list[float] = []
 
-    # ------------------------------------------------------------------ plumbing
-    def _prepare(self, x, y):
-        from art_smoothing.estimator import check_labels
-
-        est = self._classifier
-        x = est._check_x(x)
-        y = check_and_transform_label_format(check_labels(y, est.nb_classes), nb_classes=est.nb_classes)
-        if len(x) != len(y):
-            raise ValueError(f"x has {len(x)} samples but y has {len(y)} labels.")
-        if est._optimizer is None:
-            raise ValueError("The wrapped PyTorchClassifier has no optimizer: pass optimizer=... when creating it.")
-        return x, np.asarray(est.reduce_labels(y))
-
-    def _generators(self):
-        """(shuffle generator on the CPU, noise generator on the device) for this fit call."""
-        from art_smoothing.estimator import STAGE_FIT
-
-        est = self._classifier
-        seed = est._call_seed()
-        est._fit_calls += 1
-        shuffle = torch.Generator().manual_seed(int(seed + 7919 * est._fit_calls) & 0x7FFFFFFFFFFFFFFF)
-        return shuffle, est._generator(seed, STAGE_FIT, est._fit_calls)
-
-    def _preprocess(self, x_noisy, y_batch):
-        est = self._classifier
-        if est.all_framework_preprocessing:
-            return est._apply_preprocessing(x_noisy, y_batch, fit=True, no_grad=False)
-        x_np, y_np = est._apply_preprocessing(x_noisy.detach().cpu().numpy(), y_batch.cpu().numpy(), fit=True)
-        return torch.as_tensor(x_np, device=est._device), torch.as_tensor(y_np, device=est._device)
-
-    def _batches(self, n: int, batch_size: int, shuffle: torch.Generator):
-        order = torch.randperm(n, generator=shuffle).numpy()
-        for b0 in range(0, n, batch_size):
-            yield order[b0:b0 + batch_size]
-
     def draw_noise(self, num_inputs: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``m`` i.i.d. draws of the estimator's noise for each of ``num_inputs`` inputs, shape
         ``(num_inputs, m, *input_shape)``, on the estimator's device in the model's dtype (one batched call)."""
         est = self._classifier
-        shape = tuple(est.input_shape)
-        z = est.noise.sample(num_inputs * self.m, shape, generator=generator, device=est._device,
-                             dtype=est._noise_dtype)
-        return z.reshape(num_inputs, self.m, *shape)
+        return est.sample_noise(num_inputs * self.m, generator).reshape(num_inputs, self.m, *tuple(est.input_shape))
 
     def _as_batch(self, x, y, noise_draws):
         """Tensors on the device for :meth:`compute_loss`: inputs in the model's dtype, int64 labels, draws
         ``(B, m, *input_shape)`` (fresh from torch's global generator when ``None``)."""
         est = self._classifier
-        x = torch.as_tensor(x, device=est._device).to(est._noise_dtype)
-        y = torch.as_tensor(y, device=est._device)
+        x = torch.as_tensor(x, device=est.device).to(est.noise_dtype)
+        y = torch.as_tensor(y, device=est.device)
         if y.dim() == 2:  # one-hot
             y = y.argmax(dim=1)
         y = y.to(torch.int64)
         if noise_draws is None:
             noise_draws = self.draw_noise(x.shape[0])
-        noise_draws = torch.as_tensor(noise_draws, device=est._device).to(est._noise_dtype)
+        noise_draws = torch.as_tensor(noise_draws, device=est.device).to(est.noise_dtype)
         expected = (x.shape[0], self.m, *tuple(est.input_shape))
         if tuple(noise_draws.shape) != expected:
             raise ValueError(f"noise_draws must have shape {expected} (inputs, m draws, input shape); "
@@ -146,12 +77,7 @@ class SmoothingTrainer(Trainer):
     def noisy_logits(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Base-classifier outputs on the noisy copies ``perturb(x_i, z_ij)``: ``(B, m, nb_classes)``, and the
         labels repeated per copy after preprocessing (``(B·m,)``), in one forward pass of ``B·m`` copies."""
-        est = self._classifier
-        b, m = z.shape[:2]
-        noisy = est.noise.perturb(x.unsqueeze(1), z)
-        x_pre, y_pre = self._preprocess(noisy.reshape(b * m, *noisy.shape[2:]), y.repeat_interleave(m))
-        logits = est._model(x_pre)[-1]
-        return logits.reshape(b, m, -1), y_pre
+        return noisy_logits(self._classifier, x, y, z)
 
     # ------------------------------------------------------------------ the objective
     def compute_loss(self, x, y, noise_draws: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,38 +103,15 @@ class SmoothingTrainer(Trainer):
         :param nb_epochs: epochs.
         :param batch_size: inputs per step (each with ``m`` noisy copies).
         :param scheduler: (kwarg) a torch LR scheduler stepped once per epoch.
+        :param training_mode: (kwarg, default True) the model's mode during the steps.
+        :param drop_last: (kwarg, default False) drop the last incomplete batch of every epoch.
         """
-        from art_smoothing.estimator import _check_int
-
-        est = self._classifier
-        nb_epochs = _check_int("nb_epochs", nb_epochs)
-        batch_size = _check_int("batch_size", batch_size)
-        scheduler = kwargs.pop("scheduler", None)
+        options = {k: kwargs.pop(k) for k in ("scheduler", "training_mode", "drop_last") if k in kwargs}
         if kwargs:
             logger.warning("%s.fit ignores the arguments %s.", type(self).__name__, sorted(kwargs))
-        x, y = self._prepare(x, y)
-        shuffle, gen = self._generators()
-        self.last_epoch_losses = []
-        try:
-            for epoch in trange(nb_epochs, desc=self.name, disable=not self.verbose):
-                self._start_epoch(epoch, nb_epochs)
-                total, seen = 0.0, 0
-                for idx in self._batches(len(x), batch_size, shuffle):
-                    xb = torch.as_tensor(x[idx], device=est._device).to(est._noise_dtype)
-                    yb = torch.as_tensor(y[idx], device=est._device)
-                    z = self.draw_noise(len(idx), gen)
-                    est._model.train(mode=True)
-                    loss = self.compute_loss(xb, yb, z)
-                    est._optimizer.zero_grad()
-                    loss.backward()
-                    est._optimizer.step()
-                    total += float(loss.detach()) * len(idx)
-                    seen += len(idx)
-                self.last_epoch_losses.append(total / max(seen, 1))
-                if scheduler is not None:
-                    scheduler.step()
-        finally:
-            est._model.train(mode=False)
+        self.last_epoch_losses = fit_under_noise(
+            self._classifier, x, y, lambda xb, yb, z: self.compute_loss(xb, yb, z), m=self.m, nb_epochs=nb_epochs,
+            batch_size=batch_size, on_epoch=self._start_epoch, verbose=self.verbose, desc=self.name, **options)
 
 
 class NoiseAugmentationTrainer(SmoothingTrainer):
@@ -218,7 +121,7 @@ class NoiseAugmentationTrainer(SmoothingTrainer):
     For a non-additive noise the base model simply sees the noise's noisy inputs (e.g. the split /
     quantized input of splitting noise), exactly what it will see in certification.
 
-    ``SmoothedClassifier.fit`` delegates here.
+    ``SmoothedClassifier.fit`` runs the same objective.
     """
 
     name = "augment"
@@ -226,7 +129,5 @@ class NoiseAugmentationTrainer(SmoothingTrainer):
 
     def compute_loss(self, x, y, noise_draws: torch.Tensor | None = None) -> torch.Tensor:
         """The classifier's loss on one noisy copy per input."""
-        est = self._classifier
         x, y, z = self._as_batch(x, y, noise_draws)
-        logits, y_pre = self.noisy_logits(x, y, z)
-        return est._loss(logits[:, 0], y_pre)
+        return augmentation_loss(self._classifier, x, y, z)

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from art_smoothing.training.augmentation import SmoothingTrainer, check_draws, check_nonnegative
+from art_smoothing.checks import check_int, check_positive
+from art_smoothing.training.augmentation import SmoothingTrainer
 
 __all__ = ["ConsistencyTrainer"]
 
@@ -42,9 +43,9 @@ class ConsistencyTrainer(SmoothingTrainer):
 
     def __init__(self, classifier, m: int = 2, lbd: float = 10.0, eta: float = 0.5, verbose: bool = True) -> None:
         super().__init__(classifier, verbose=verbose)
-        self.m = check_draws("m", m)
-        self.lbd = check_nonnegative("lbd", lbd)
-        self.eta = check_nonnegative("eta", eta)
+        self.m = check_int("m", m)
+        self.lbd = check_positive("lbd", lbd, allow_zero=True)
+        self.eta = check_positive("eta", eta, allow_zero=True)
 
     def compute_loss(self, x, y, noise_draws: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of the m copies + λ·consistency + η·entropy of their mean, batch mean."""
@@ -52,7 +53,7 @@ class ConsistencyTrainer(SmoothingTrainer):
         x, y, z = self._as_batch(x, y, noise_draws)
         logits, y_pre = self.noisy_logits(x, y, z)  # (B, m, C)
         b, m, c = logits.shape
-        cross_entropy = est._loss(logits.reshape(b * m, c), y_pre)
+        cross_entropy = est.loss(logits.reshape(b * m, c), y_pre)
         log_p = torch.log_softmax(logits, dim=-1)
         log_mean = torch.logsumexp(log_p, dim=1) - math.log(m)  # log F̂, exact in the log domain
         mean = log_mean.exp()

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from scipy.stats import norm as _std_normal
 
 from art_smoothing.certificates.norms import norm_name, parse_norm
-from art_smoothing.training.augmentation import SmoothingTrainer, check_draws, check_nonnegative
+from art_smoothing.checks import check_int, check_positive
+from art_smoothing.training.augmentation import SmoothingTrainer
 
 __all__ = ["MACERTrainer", "RadiusEnvelope"]
 
@@ -127,9 +128,9 @@ class MACERTrainer(SmoothingTrainer):
         est = self._classifier
         if est.nb_classes < 2:
             raise ValueError("MACER needs at least two classes (it uses the runner-up probability p_B).")
-        self.m = check_draws("m", m)
-        self.lbd = check_nonnegative("lbd", lbd)
-        self.beta = check_nonnegative("beta", beta, positive=True)
+        self.m = check_int("m", m)
+        self.lbd = check_positive("lbd", lbd, allow_zero=True)
+        self.beta = check_positive("beta", beta)
         noise = est.noise
         try:
             self.norm = noise.norm if norm is None else parse_norm(norm)
@@ -156,7 +157,7 @@ class MACERTrainer(SmoothingTrainer):
             if not (math.isfinite(gamma) and gamma > 0):
                 raise ValueError(f"gamma: the default threshold (radius at p_A=Φ(4), p_B=Φ(−4)) is {gamma} for "
                                  f"{noise!r}; pass gamma > 0 explicitly.")
-        self.gamma = check_nonnegative("gamma", gamma, positive=True)
+        self.gamma = check_positive("gamma", gamma)
 
     def radius(self, p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
         """The noise's certificate R(p_A, p_B) in :attr:`norm`, differentiable (see the class docstring)."""

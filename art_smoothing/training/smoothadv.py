@@ -7,54 +7,13 @@ import math
 import numpy as np
 import torch
 
-from art_smoothing.attacks.eot import smoothed_log_probs
 from art_smoothing.certificates.norms import norm_name, parse_norm
-from art_smoothing.training.augmentation import SmoothingTrainer, check_draws, check_nonnegative
+from art_smoothing.checks import check_fraction, check_int, check_positive
+from art_smoothing.engine.eot import smoothed_log_probs
+from art_smoothing.geometry import clip_to_box, project_lp_ball, steepest_ascent_direction
+from art_smoothing.training.augmentation import SmoothingTrainer
 
 __all__ = ["SmoothAdvTrainer", "project_perturbation", "steepest_ascent_direction"]
-
-
-def steepest_ascent_direction(grad: torch.Tensor, norm: float, l1_top_fraction: float = 0.1) -> torch.Tensor:
-    """A unit-ℓp ascent direction per row of ``grad`` ``(B, ...)`` (zero where the gradient is zero).
-
-    * ℓ2: g/‖g‖₂; ℓ∞: sign(g) (both exact steepest ascent);
-    * ℓ1: the exact steepest direction moves a single coordinate, which makes PGD slow; as in sparse
-      ℓ1 PGD (Tramèr & Boneh, 2019) the step moves the ``l1_top_fraction`` of coordinates with the largest
-      |g| by sign(g), normalised to unit ℓ1 norm;
-    * other p: the dual-norm maximiser sign(g)|g|^(q−1)/‖·‖_p, q = p/(p − 1).
-    """
-    g = grad.reshape(grad.shape[0], -1)
-    if norm == 2.0:
-        d = g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    elif math.isinf(norm):
-        d = torch.sign(g)
-    elif norm == 1.0:
-        k = max(1, math.ceil(l1_top_fraction * g.shape[1]))
-        a = g.abs()
-        threshold = torch.topk(a, k, dim=1).values[:, -1:]
-        mask = (a >= threshold) & (a > 0)
-        d = torch.sign(g) * mask
-        d = d / d.abs().sum(dim=1, keepdim=True).clamp_min(1.0)
-    else:
-        q = norm / (norm - 1.0)
-        d = torch.sign(g) * g.abs().pow(q - 1.0)
-        d = d / torch.linalg.vector_norm(d, ord=norm, dim=1, keepdim=True).clamp_min(1e-30)
-    return d.reshape(grad.shape)
-
-
-def _project_l1(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """Euclidean projection of every row of ``v`` ``(B, d)`` onto the ℓ1 ball of radius ``eps`` > 0
-    (Duchi et al., 2008, sort-based, vectorized)."""
-    a = v.abs()
-    inside = a.sum(dim=1, keepdim=True) <= eps
-    mu = torch.sort(a, dim=1, descending=True).values
-    cumsum = mu.cumsum(dim=1)
-    ks = torch.arange(1, v.shape[1] + 1, device=v.device, dtype=v.dtype)
-    cond = mu - (cumsum - eps) / ks > 0
-    rho = (cond * ks).amax(dim=1, keepdim=True).clamp_min(1.0)  # cond holds at k = 1 whenever eps > 0
-    theta = (cumsum.gather(1, rho.long() - 1) - eps) / rho
-    w = torch.sign(v) * (a - theta).clamp_min(0.0)
-    return torch.where(inside, v, w)
 
 
 def project_perturbation(x: torch.Tensor, delta: torch.Tensor, eps: float, norm: float, clip_values=None
@@ -64,16 +23,8 @@ def project_perturbation(x: torch.Tensor, delta: torch.Tensor, eps: float, norm:
     shrinks each |δ_i| towards 0, so it keeps x + δ in the box when x is in it (as in Salman et al.)."""
     if clip_values is not None:
         lo, hi = (float(v) for v in np.broadcast_to(np.asarray(clip_values, dtype=np.float64), (2,)))
-        delta = (x + delta).clamp(lo, hi) - x
-    flat = delta.reshape(delta.shape[0], -1)
-    if math.isinf(norm):
-        flat = flat.clamp(-eps, eps)
-    elif norm == 1.0:
-        flat = _project_l1(flat, eps)
-    else:
-        size = torch.linalg.vector_norm(flat, ord=norm, dim=1, keepdim=True)
-        flat = flat * torch.clamp(eps / size.clamp_min(1e-30), max=1.0)
-    return flat.reshape(delta.shape)
+        delta = clip_to_box(x + delta, lo, hi) - x
+    return project_lp_ball(delta, eps, norm)
 
 
 class SmoothAdvTrainer(SmoothingTrainer):
@@ -85,10 +36,10 @@ class SmoothAdvTrainer(SmoothingTrainer):
 
     1. attack the *smoothed soft* classifier: find x' = x + δ, ‖δ‖_p ≤ ε (x' in ``clip_values``), maximising
        −log ĝ_y(x') with ĝ(x') = (1/m) Σ_j softmax(f(perturb(x', z_j))) (the EOT estimate of
-       :func:`art_smoothing.attacks.eot.smoothed_log_probs`), by ``num_steps`` steps of PGD from δ = 0 with
+       :func:`art_smoothing.engine.eot.smoothed_log_probs`), by ``num_steps`` steps of PGD from δ = 0 with
        step size 2ε/num_steps along the steepest-ascent direction of the norm (ℓ2: normalised gradient,
        ℓ∞: sign, ℓ1: sparse top-coordinates step; see :func:`steepest_ascent_direction`), each followed by
-       the projection on the ball ∩ box; the model is in eval mode and the same draws are used by every step;
+       the projection on the ball ∩ box (:mod:`art_smoothing.geometry`); the model is in eval mode and the same draws are used by every step;
     2. train the base classifier with its loss (cross-entropy) on the m noisy copies perturb(x', z_j) with the
        *same* draws, averaged over the B·m copies.
 
@@ -99,7 +50,7 @@ class SmoothAdvTrainer(SmoothingTrainer):
     Non-additive noise (splitting): the adversary moves the *clean* input (that is the certificate's threat
     model) and the base classifier is trained on the noise's noisy inputs perturb(x', z_j). perturb may be
     piecewise constant in x', so the attack uses the straight-through (BPDA) gradient of
-    :mod:`art_smoothing.attacks.eot`: the base classifier's gradient at the noisy points, a biased but
+    :mod:`art_smoothing.engine.eot`: the base classifier's gradient at the noisy points, a biased but
     informative ascent direction for the smoothed loss.
 
     Faithfulness to ART 1.20's ``PyTorchSmoothAdv``: ART deviates from the paper, and this trainer follows
@@ -133,19 +84,16 @@ class SmoothAdvTrainer(SmoothingTrainer):
                  norm=None, step_size: float | None = None, l1_top_fraction: float = 0.1,
                  verbose: bool = True) -> None:
         super().__init__(classifier, verbose=verbose)
-        self.epsilon = check_nonnegative("epsilon", epsilon)
-        self.m = check_draws("m", m)
-        self.num_steps = check_draws("num_steps", num_steps)
-        self.warmup = check_draws("warmup", warmup)
+        self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
+        self.m = check_int("m", m)
+        self.num_steps = check_int("num_steps", num_steps)
+        self.warmup = check_int("warmup", warmup)
         try:
             self.norm = classifier.noise.norm if norm is None else parse_norm(norm)
         except ValueError as err:
             raise ValueError(f"norm: {err}") from None
-        self.step_size = None if step_size is None else check_nonnegative("step_size", step_size, positive=True)
-        fraction = check_nonnegative("l1_top_fraction", l1_top_fraction, positive=True)
-        if fraction > 1.0:
-            raise ValueError(f"l1_top_fraction must be in (0, 1], got {l1_top_fraction!r}.")
-        self.l1_top_fraction = fraction
+        self.step_size = None if step_size is None else check_positive("step_size", step_size)
+        self.l1_top_fraction = check_fraction("l1_top_fraction", l1_top_fraction)
         #: the attack radius in use (changed by the warm-up during ``fit``)
         self.current_epsilon = self.epsilon
 
@@ -175,12 +123,12 @@ class SmoothAdvTrainer(SmoothingTrainer):
         """
         est = self._classifier
         x, y, z = self._as_batch(x, y, noise_draws)
-        eps = self.current_epsilon if epsilon is None else check_nonnegative("epsilon", epsilon)
+        eps = self.current_epsilon if epsilon is None else check_positive("epsilon", epsilon, allow_zero=True)
         if eps == 0.0:
             return x.detach()
         step = self.step_size if self.step_size is not None else 2.0 * eps / self.num_steps
-        was_training = est._model.training
-        est._model.train(mode=False)
+        was_training = est.model.training
+        est.set_eval()
         try:
             delta = torch.zeros_like(x)
             for _ in range(self.num_steps):
@@ -192,7 +140,7 @@ class SmoothAdvTrainer(SmoothingTrainer):
                 delta = delta.detach() + step * steepest_ascent_direction(grad, self.norm, self.l1_top_fraction)
                 delta = project_perturbation(x, delta, eps, self.norm, est.clip_values)
         finally:
-            est._model.train(mode=was_training)
+            est.set_training_mode(was_training)
         return (x + delta).detach()
 
     def compute_loss(self, x, y, noise_draws: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,4 +150,4 @@ class SmoothAdvTrainer(SmoothingTrainer):
         x_adv = self.attack(x, y, z)
         logits, y_pre = self.noisy_logits(x_adv, y, z)
         b, m, c = logits.shape
-        return est._loss(logits.reshape(b * m, c), y_pre)
+        return est.loss(logits.reshape(b * m, c), y_pre)

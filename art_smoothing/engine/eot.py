@@ -22,10 +22,15 @@ forward value is exact, the Jacobian d noisy/dx is taken as the identity. The re
 E_z[∇f(perturb(x, z))·...], the base classifier's gradient at the noisy points (BPDA, Athalye et al.,
 2018): a biased but informative ascent direction for the smoothed loss, not its exact gradient.
 
-Gradients through preprocessing defences that are not torch-native (e.g. ART's numpy
-``SpatialSmoothing``) go through ART's own backward estimate (``estimate_gradient``, i.e. BPDA), as in
-``PyTorchClassifier.loss_gradient``. Postprocessing defences act on output scores and ART gives them
-no backward pass, so the differentiable path leaves them out (ART's own gradients do the same).
+The base classifier's differentiable forward pass is the estimator's ``base_logits(noisy, grad=True)``:
+preprocessing defences that are not torch-native (e.g. ART's numpy ``SpatialSmoothing``) go through ART's
+own backward estimate (``estimate_gradient``, i.e. BPDA), as in ``PyTorchClassifier.loss_gradient``.
+Postprocessing defences act on output scores and ART gives them no backward pass, so the differentiable
+path leaves them out (ART's own gradients do the same).
+
+This module is part of the engine (the estimator's floor): ``SmoothedClassifier.loss_gradient``,
+``class_gradient`` and ``compute_loss`` are thin calls into it, and the attacks and trainers above use the
+same functions.
 """
 
 from __future__ import annotations
@@ -36,25 +41,21 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from art_smoothing.checks import check_int, labels_as_indices
+from art_smoothing.engine.streams import Stage
+
 __all__ = [
     "EOTGradient",
-    "base_logits",
+    "copies_log_softmax",
     "draw_noise",
     "gradient_noise",
     "log_prob_gradient",
-    "next_gradient_call",
     "noisy_copies",
     "smoothed_class_gradient",
     "smoothed_log_probs",
     "smoothed_loss",
     "smoothed_loss_gradient",
 ]
-
-
-def _check_m(m, name: str = "m") -> int:
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-        raise ValueError(f"{name} (noise draws per gradient) must be an integer >= 1, got {m!r}.")
-    return int(m)
 
 
 def draw_noise(estimator, m: int, num_inputs: int | None = None, *, generator: torch.Generator | None = None
@@ -68,12 +69,9 @@ def draw_noise(estimator, m: int, num_inputs: int | None = None, *, generator: t
     :param generator: a ``torch.Generator`` on the estimator's device (``None``: torch's global one).
     :return: the draws ``z`` (pass them back as ``noise_draws`` to reuse them across steps).
     """
-    m = _check_m(m)
-    shape = tuple(estimator.input_shape)
-    lead = m if num_inputs is None else int(num_inputs) * m
-    z = estimator.noise.sample(lead, shape, generator=generator, device=estimator._device,
-                               dtype=estimator._noise_dtype)
-    return z if num_inputs is None else z.reshape(int(num_inputs), m, *shape)
+    m = check_int("m (noise draws per gradient)", m)
+    z = estimator.sample_noise(m if num_inputs is None else int(num_inputs) * m, generator)
+    return z if num_inputs is None else z.reshape(int(num_inputs), m, *tuple(estimator.input_shape))
 
 
 def noisy_copies(noise, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -92,38 +90,12 @@ def noisy_copies(noise, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return noisy
 
 
-class _NumpyPreprocessing(torch.autograd.Function):
-    """ART preprocessing that only runs on numpy arrays: forward through ``_apply_preprocessing``,
-    backward through ART's ``_apply_preprocessing_gradient`` (each defence's ``estimate_gradient``)."""
-
-    @staticmethod
-    def forward(ctx, x, estimator):
-        x_np = x.detach().cpu().numpy()
-        ctx.estimator, ctx.x_np = estimator, x_np
-        out, _ = estimator._apply_preprocessing(x_np, y=None, fit=False)
-        return torch.as_tensor(np.asarray(out), device=x.device).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        with torch.enable_grad():  # some of ART's backward estimates run autograd themselves
-            g = ctx.estimator._apply_preprocessing_gradient(ctx.x_np, grad.detach().cpu().numpy())
-        return torch.as_tensor(np.asarray(g), device=grad.device).to(grad.dtype), None
-
-
-def base_logits(estimator, noisy: torch.Tensor) -> torch.Tensor:
-    """Differentiable base-classifier outputs for inputs on the device (the pipeline of
-    ``estimator._logits``: preprocessing defences, standardisation, model; no postprocessing)."""
-    if estimator.all_framework_preprocessing:
-        x_pre, _ = estimator._apply_preprocessing(noisy, y=None, fit=False, no_grad=False)
-    else:
-        x_pre = _NumpyPreprocessing.apply(noisy, estimator)
-    return estimator._model(x_pre)[-1]
-
-
-def _copies_log_softmax(estimator, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def copies_log_softmax(estimator, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Log-softmax of the base classifier ``(N, m, nb_classes)`` on the noisy copies of ``x`` under ``z``
+    (see :func:`noisy_copies`), differentiable in ``x`` and the model's parameters."""
     noisy = noisy_copies(estimator.noise, x, z)
     n, k = noisy.shape[:2]
-    logits = base_logits(estimator, noisy.reshape(n * k, *noisy.shape[2:]))
+    logits = estimator.base_logits(noisy.reshape(n * k, *noisy.shape[2:]), grad=True)
     return torch.log_softmax(logits.reshape(n, k, -1), dim=-1)
 
 
@@ -143,11 +115,11 @@ def smoothed_log_probs(estimator, x: torch.Tensor, noise_draws: torch.Tensor | N
     :param generator: generator for fresh draws.
     :return: ``(N, nb_classes)`` log-probabilities of the smoothed soft classifier.
     """
-    x = x.to(device=estimator._device, dtype=estimator._noise_dtype)
+    x = x.to(device=estimator.device, dtype=estimator.noise_dtype)
     if noise_draws is None:
-        m = _check_m(estimator.eot_samples if m is None else m)
+        m = check_int("m (noise draws per gradient)", estimator.eot_samples if m is None else m)
         noise_draws = draw_noise(estimator, m, x.shape[0], generator=generator)
-    logp = _copies_log_softmax(estimator, x, noise_draws)
+    logp = copies_log_softmax(estimator, x, noise_draws)
     return torch.logsumexp(logp, dim=1) - math.log(logp.shape[1])
 
 
@@ -198,8 +170,8 @@ def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_dr
     :param noise_draws: ``(m, *shape)`` draws from :func:`draw_noise`.
     :param batch_size: noisy copies per forward pass.
     """
-    x = x.detach().to(device=estimator._device, dtype=estimator._noise_dtype)
-    labels = torch.as_tensor(labels).to(device=estimator._device, dtype=torch.int64)
+    x = x.detach().to(device=estimator.device, dtype=estimator.noise_dtype)
+    labels = torch.as_tensor(labels).to(device=estimator.device, dtype=torch.int64)
     m = noise_draws.shape[0]
     block = min(m, int(batch_size))
     chunk = max(1, int(batch_size) // block)
@@ -213,7 +185,7 @@ def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_dr
         xc, yc = x[i0:i0 + chunk], labels[i0:i0 + chunk]
         if len(blocks) > 1:  # totals first (forward only), for the merge weights
             with torch.no_grad():
-                parts = [_label_and_rest(_copies_log_softmax(estimator, xc, noise_draws[j0:j0 + block]), yc)
+                parts = [_label_and_rest(copies_log_softmax(estimator, xc, noise_draws[j0:j0 + block]), yc)
                          for j0 in blocks]
             tot_own = torch.logsumexp(torch.stack([p[0].double().logsumexp(1) for p in parts]), 0)
             tot_rest = torch.logsumexp(torch.stack([p[1].double().logsumexp(1) for p in parts]), 0)
@@ -221,7 +193,7 @@ def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_dr
         for j0 in blocks:
             xg = xc.clone().requires_grad_(True)
             with torch.enable_grad():
-                logp = _copies_log_softmax(estimator, xg, noise_draws[j0:j0 + block])
+                logp = copies_log_softmax(estimator, xg, noise_draws[j0:j0 + block])
                 own, rest = _label_and_rest(logp, yc)
                 lo, lr = torch.logsumexp(own, dim=1), torch.logsumexp(rest, dim=1)
                 if len(blocks) > 1:
@@ -243,50 +215,33 @@ def log_prob_gradient(estimator, x: torch.Tensor, labels: torch.Tensor, noise_dr
 
 
 # ---------------------------------------------------------------------- ART estimator interface
-def _labels_from(y, n: int, device) -> torch.Tensor:
-    """Class indices from ART-style labels: indices ``(N,)`` or one-hot/scores ``(N, C)``."""
-    t = y.detach() if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
-    if t.dim() == 2:
-        t = t.argmax(dim=1)
-    if t.dim() != 1 or t.shape[0] != n:
-        raise ValueError(f"y must hold {n} labels (indices (N,) or one-hot (N, nb_classes)), got shape "
-                         f"{tuple(t.shape)}.")
-    return t.to(device=device, dtype=torch.int64)
-
-
-def next_gradient_call(estimator) -> int:
-    """Advance the estimator's gradient-stream counter (``loss_gradient`` and the attacks share it)
-    and return it. Streams are keyed ``(seed, STAGE_GRADIENT, call, ...)``, trailing keys non-zero."""
-    calls = getattr(estimator, "_gradient_calls", 0) + 1
-    estimator._gradient_calls = calls
-    return calls
+def _labels_from(y, n: int, nb_classes: int, device) -> torch.Tensor:
+    """Class indices on ``device`` from ART-style labels: indices ``(N,)`` or one-hot/scores ``(N, C)``."""
+    return torch.as_tensor(labels_as_indices(y, nb_classes, n=n)).to(device=device, dtype=torch.int64)
 
 
 def gradient_noise(estimator, m: int | None = None) -> torch.Tensor:
-    """Fresh shared draws ``(m, *shape)`` from the estimator's STAGE_GRADIENT stream; the stream
-    advances with every call (a seeded estimator gives the same sequence of draws run after run)."""
-    from art_smoothing.estimator import STAGE_GRADIENT
-
-    m = _check_m(estimator.eot_samples if m is None else m, "eot_samples")
-    gen = estimator._generator(estimator._call_seed(), STAGE_GRADIENT, next_gradient_call(estimator))
+    """Fresh shared draws ``(m, *shape)`` from the estimator's ``Stage.GRADIENT`` stream, keyed by its
+    gradient-call counter (``loss_gradient`` and the attacks share it, so the stream advances with every
+    call and a seeded estimator gives the same sequence of draws run after run)."""
+    m = check_int("eot_samples", estimator.eot_samples if m is None else m)
+    gen = estimator.generator(estimator.call_seed(), Stage.GRADIENT, estimator.next_call(Stage.GRADIENT))
     return draw_noise(estimator, m, generator=gen)
 
 
 def _prepare(estimator, x, training_mode: bool, eot_samples, noise_draws, batch_size):
-    from art_smoothing.estimator import _check_int
-
     is_tensor = isinstance(x, torch.Tensor)
-    x_t = x.detach() if is_tensor else torch.as_tensor(estimator._check_x(x))
+    x_t = x.detach() if is_tensor else torch.as_tensor(estimator.check_x(x))
     if tuple(x_t.shape[1:]) != tuple(estimator.input_shape):
         raise ValueError(f"x must have shape (N, *{tuple(estimator.input_shape)}), got {tuple(x_t.shape)}.")
-    batch_size = _check_int("batch_size", 256 if batch_size is None else batch_size)
+    batch_size = check_int("batch_size", 256 if batch_size is None else batch_size)
     if noise_draws is None:
         noise_draws = gradient_noise(estimator, eot_samples)
     elif tuple(noise_draws.shape[1:]) != tuple(estimator.input_shape) or noise_draws.dim() != x_t.dim():
         raise ValueError(f"noise_draws must have shape (m, *{tuple(estimator.input_shape)}), "
                          f"got {tuple(noise_draws.shape)}.")
-    estimator._model.train(mode=bool(training_mode))
-    return is_tensor, x_t, noise_draws.to(estimator._device), batch_size
+    estimator.set_training_mode(bool(training_mode))
+    return is_tensor, x_t, noise_draws.to(estimator.device), batch_size
 
 
 def _out(grad: torch.Tensor, x, is_tensor: bool):
@@ -300,7 +255,7 @@ def smoothed_loss_gradient(estimator, x, y, *, training_mode: bool = False, eot_
     """``SmoothedClassifier.loss_gradient``: ∇_x of −log ḡ_y(x) per input (no batch averaging), numpy or
     torch in, same type out (on ``x``'s device)."""
     is_tensor, x_t, z, batch_size = _prepare(estimator, x, training_mode, eot_samples, noise_draws, batch_size)
-    labels = _labels_from(y, x_t.shape[0], estimator._device)
+    labels = _labels_from(y, x_t.shape[0], estimator.nb_classes, estimator.device)
     grad = log_prob_gradient(estimator, x_t, labels, z, batch_size).grad
     return _out(-grad, x, is_tensor)
 
@@ -334,11 +289,11 @@ def smoothed_loss(estimator, x, y, *, reduction: str = "none", eot_samples: int 
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}.")
     is_tensor, x_t, z, batch_size = _prepare(estimator, x, False, eot_samples, noise_draws, batch_size)
-    labels = _labels_from(y, x_t.shape[0], estimator._device)
+    labels = _labels_from(y, x_t.shape[0], estimator.nb_classes, estimator.device)
     chunk = max(1, batch_size // z.shape[0])
     with torch.no_grad():
         parts = [smoothed_log_probs(estimator, x_t[i:i + chunk], z).gather(
-            1, labels[i:i + chunk, None].to(estimator._device))[:, 0] for i in range(0, x_t.shape[0], chunk)]
-    loss = -torch.cat(parts) if parts else torch.zeros(0, device=estimator._device)
+            1, labels[i:i + chunk, None].to(estimator.device))[:, 0] for i in range(0, x_t.shape[0], chunk)]
+    loss = -torch.cat(parts) if parts else torch.zeros(0, device=estimator.device)
     loss = {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
     return loss.to(x.device) if is_tensor else loss.cpu().numpy()
