@@ -122,11 +122,18 @@ def load_digits_dataset(test_fraction: float = 0.2, split_seed: int = 0, limit: 
     return _with_limits(data, limit, train_limit, split_seed)
 
 
-def _read_npz(path: str) -> dict[str, np.ndarray]:
+_NPZ_KEYS = ("x", "y", "x_train", "y_train", "x_test", "y_test")
+
+
+def _read_npz(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The data arrays of an ``.npz`` file (other arrays are not read) and the names of all its arrays."""
     try:
         with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except Exception as exc:  # a damaged zip, a pickled object array, not an .npz at all
+            names = list(data.files)
+            split = {"x_train", "y_train", "x_test", "y_test"} <= set(names)
+            wanted = _NPZ_KEYS[2:] if split else _NPZ_KEYS[:2]
+            return {k: data[k] for k in wanted if k in names}, names
+    except Exception as exc:  # noqa: BLE001 - a damaged zip, a pickled object array, not an .npz at all
         raise ValueError(f"Could not read {path!r} as an .npz file of numeric arrays ({type(exc).__name__}: "
                          f"{exc}). Save it with numpy.savez(path, x=..., y=...).") from None
 
@@ -178,14 +185,14 @@ def load_npz_dataset(path: str, test_fraction: float = 0.2, split_seed: int = 0,
     """
     if not os.path.isfile(path):
         raise ValueError(f"No such .npz file: {path!r}.")
-    data = _read_npz(path)
+    data, names = _read_npz(path)
     if {"x_train", "y_train", "x_test", "y_test"} <= data.keys():
         parts = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
     elif {"x", "y"} <= data.keys():
         parts = {"all": ("x", "y")}
     else:
         raise ValueError(f"{path!r} must hold arrays 'x' and 'y' (or x_train/y_train/x_test/y_test); "
-                         f"found {sorted(data)}.")
+                         f"found {sorted(names)}.")
     arrays, widths = {}, set()
     for part, (xk, yk) in parts.items():
         x = _npz_inputs(data[xk], path, xk)
@@ -200,7 +207,7 @@ def load_npz_dataset(path: str, test_fraction: float = 0.2, split_seed: int = 0,
         x, y = arrays["all"]
         rng = np.random.default_rng(split_seed)
         perm = rng.permutation(len(x))
-        n_test = max(1, int(round(test_fraction * len(x))))
+        n_test = max(1, round(test_fraction * len(x)))
         arrays = {"test": (x[perm[:n_test]], y[perm[:n_test]]), "train": (x[perm[n_test:]], y[perm[n_test:]])}
     (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
     top = max((int(a.max()) + 1 for a in (y_tr, y_te) if a.size), default=0)
@@ -247,19 +254,23 @@ def _unpickle(path: str) -> dict:
     try:
         with open(path, "rb") as fh:
             obj = pickle.load(fh, encoding="bytes")
-    except Exception as exc:  # truncated, not a pickle, a pickle of a class we do not have, ...
+    except Exception as exc:  # noqa: BLE001 - truncated, not a pickle, a pickle of a class we do not have, ...
         raise ValueError(f"{path!r} is not a readable CIFAR python batch ({type(exc).__name__}: {exc}); expected a "
                          "pickled dict as in the 'python version' of CIFAR-10/100.") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path!r} holds a pickled {type(obj).__name__}; a CIFAR python batch is a dict.")
+        raise ValueError(f"{path!r} holds a pickled {type(obj).__name__}; a CIFAR python batch is a dict.")  # noqa: TRY004 - a bad file is a ValueError
     return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
+
+
+def _keys(d: dict) -> str:
+    return ", ".join(sorted(map(repr, d))) or "none"
 
 
 def _cifar_names(path: str, key: bytes, expected: int) -> list[str]:
     meta = _unpickle(path)
     names = meta.get(key)
     if not isinstance(names, (list, tuple)) or len(names) != expected:
-        got = f"{len(names)} entries" if isinstance(names, (list, tuple)) else f"keys {sorted(map(repr, meta))}"
+        got = f"{len(names)} entries" if isinstance(names, (list, tuple)) else f"keys {_keys(meta)}"
         raise ValueError(f"{path!r}: expected {key!r} with {expected} class names, got {got}.")
     return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
 
@@ -267,7 +278,7 @@ def _cifar_names(path: str, key: bytes, expected: int) -> list[str]:
 def _cifar_batch(path: str, label_key: bytes, nb_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     if b"data" not in batch or label_key not in batch:
-        raise ValueError(f"{path!r} has keys {sorted(map(repr, batch))}; a CIFAR batch needs b'data' and "
+        raise ValueError(f"{path!r} has keys {_keys(batch)}; a CIFAR batch needs b'data' and "
                          f"{label_key!r}.")
     x = batch[b"data"]
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * _CIFAR_SIDE ** 2:
@@ -275,7 +286,7 @@ def _cifar_batch(path: str, label_key: bytes, nb_classes: int) -> tuple[np.ndarr
         raise ValueError(f"{path!r}: b'data' must be a uint8 array (N, 3072) — R, G, B planes of 32×32 — got {got}.")
     try:
         y = np.asarray(batch[label_key])
-    except Exception:
+    except Exception:  # noqa: BLE001 - ragged or odd objects: reported as bad labels just below
         y = np.asarray([None])
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (
             y.size and (y.min() < 0 or y.max() >= nb_classes)):
@@ -391,16 +402,19 @@ def _installed(dist: str) -> str | None:
 
 
 def _torchvision_help(torch_version: str | None) -> str:
+    """How to add a torchvision that matches the installed torch without pip replacing that torch."""
     if torch_version is None:
         return "Install torch and the torchvision release built for it (pip install 'art_smoothing[vision]')."
     base = torch_version.split("+")[0]
     major, minor = (base.split(".") + ["0"])[:2]
+    # torch 2.m pairs with torchvision 0.(m+15) (2.1 ↔ 0.16, ..., 2.14 ↔ 0.29): a hint, the table is the authority.
     guess = f"0.{int(minor) + 15}.*" if major == "2" and minor.isdigit() else "<the release for your torch>"
-    index = (" --index-url https://download.pytorch.org/whl/cpu" if torch_version.endswith("+cpu") else "")
-    return (f"Install the torchvision release built for torch {base} (normally torchvision {guess}; see "
-            "https://github.com/pytorch/vision#installation) without letting pip replace torch: "
-            f"pip install 'torchvision=={guess}' --no-deps{index} — or pin both, e.g. pip install "
-            f"'torch=={base}' 'torchvision=={guess}'{index}. CIFAR-10/100 folders and .npz files need no torchvision.")
+    index = " --index-url https://download.pytorch.org/whl/cpu" if torch_version.endswith("+cpu") else ""
+    return (f"torch {torch_version} is installed: add the torchvision release built for torch {base} (normally "
+            f"torchvision {guess}; see https://github.com/pytorch/vision#installation) without letting pip "
+            f"replace torch: pip install 'torchvision=={guess}' --no-deps{index} — or pin both: pip install "
+            f"'torch=={base}' 'torchvision=={guess}'{index}. (A bare pip install 'art_smoothing[vision]' may pick "
+            "a newer torchvision and replace torch.) CIFAR-10/100 folders and .npz files need no torchvision.")
 
 
 def _import_torchvision():
@@ -408,15 +422,14 @@ def _import_torchvision():
     try:
         from torchvision import transforms
         from torchvision.datasets.folder import default_loader
-    except Exception as exc:  # absent (ImportError) or built for another torch (RuntimeError, AttributeError, ...)
-        torch_version = _installed("torch")
+    except Exception as exc:  # noqa: BLE001 - absent, or built for another torch (RuntimeError, AttributeError, ...)
         if isinstance(exc, ModuleNotFoundError) and exc.name == "torchvision":
             what = "torchvision (the [vision] extra), which is not installed"
         else:
-            what = (f"torchvision, but importing torchvision {_installed('torchvision') or ''} failed with "
-                    f"{type(exc).__name__}: {exc} — usually a torchvision built for another torch (torch "
-                    f"{torch_version} is installed)")
-        raise ValueError(f"ImageNet-style folders need {what}. {_torchvision_help(torch_version)}") from None
+            version = _installed("torchvision")
+            what = (f"torchvision, but importing torchvision{' ' + version if version else ''} failed with "
+                    f"{type(exc).__name__}: {exc} — usually a torchvision built for another torch")
+        raise ValueError(f"ImageNet-style folders need {what}. {_torchvision_help(_installed('torch'))}") from None
     return transforms, default_loader
 
 
@@ -427,7 +440,7 @@ def _decode(files: list[str], image_size: int, transforms, loader) -> np.ndarray
     for i, path in enumerate(files):
         try:
             out[i] = tf(loader(path)).numpy()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a damaged image
             raise ValueError(f"Could not decode the image {path!r} ({type(exc).__name__}: {exc}).") from None
     return out
 
@@ -453,13 +466,14 @@ def load_image_folder(root: str, image_size: int = 32, limit: int | None = None,
         return load_cifar(root, limit=limit, train_limit=train_limit, split_seed=split_seed, image_size=image_size,
                           cifar100_labels=cifar100_labels)
     if not (os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "val"))):
-        raise ValueError(f"{root!r} holds neither a CIFAR python folder ('cifar-10-batches-py', 'cifar-100-python') "
-                         "nor train/ and val/ image folders.")
+        raise ValueError(f"{root!r} holds neither 'cifar-10-batches-py' nor train/ and val/ folders (nor "
+                         "'cifar-100-python'): pass a CIFAR-10/100 python folder or its parent, or an ImageNet-style "
+                         "folder with train/<class>/* and val/<class>/*.")
     _check_limits(limit, train_limit)
     image_size = check_int("image_size", image_size, minimum=1)
+    transforms, loader = _import_torchvision()  # before walking what may be a million files
     classes, (f_tr, y_tr), (f_te, y_te) = _list_image_folder(root)
     i_tr, i_te = stratified_indices(y_tr, train_limit, split_seed), stratified_indices(y_te, limit, split_seed)
-    transforms, loader = _import_torchvision()
     logger.info("Decoding %d training and %d test images from %s.", len(i_tr), len(i_te), root)
     x_tr = _decode([f_tr[i] for i in i_tr], image_size, transforms, loader)
     x_te = _decode([f_te[i] for i in i_te], image_size, transforms, loader)
