@@ -258,7 +258,8 @@ def _unpickle(path: str) -> dict:
         raise ValueError(f"{path!r} is not a readable CIFAR python batch ({type(exc).__name__}: {exc}); expected a "
                          "pickled dict as in the 'python version' of CIFAR-10/100.") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path!r} holds a pickled {type(obj).__name__}; a CIFAR python batch is a dict.")  # noqa: TRY004 - a bad file is a ValueError
+        msg = f"{path!r} holds a pickled {type(obj).__name__}; a CIFAR python batch is a dict."
+        raise ValueError(msg)  # noqa: TRY004 - a foreign file is bad input, like every other check here
     return {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
 
 
@@ -300,9 +301,9 @@ def load_cifar(root: str, limit: int | None = None, train_limit: int | None = No
     read with numpy alone (no torchvision, no checksum). ``root`` is that folder or its parent.
 
     Images are scaled to [0, 1] float32 in ART's layout (N, 3, 32, 32); the official train/test split is
-    kept. The pickles are read with :func:`pickle.load`, which runs code a file asks for: read only your
-    own local copies of the data set (this function never downloads). Damaged or foreign files raise a
-    :class:`ValueError` naming the file and what was expected.
+    kept. The files are read with :func:`pickle.load`, which can run any code a crafted file holds: point
+    it only at your own local copy of the data set (nothing is downloaded, no checksum is needed or
+    checked). Damaged or foreign files raise a :class:`ValueError` naming the file and what was expected.
 
     :param image_size: must be 32 (or None). CIFAR is not resampled: a certified radius is a statement
         about the classifier's input pixels, and one on upsampled images is not one on CIFAR's; resize
