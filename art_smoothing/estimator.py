@@ -27,7 +27,7 @@ from art.estimators.estimator import BaseEstimator
 from art.utils import check_and_transform_label_format
 
 from art_smoothing.certificates.bounds import check_alpha
-from art_smoothing.checks import check_int, check_labels
+from art_smoothing.checks import check_bool, check_int, check_labels, check_positive
 from art_smoothing.engine import eot
 from art_smoothing.engine.core import SmoothingEngine
 from art_smoothing.engine.fitting import augmentation_loss, fit_under_noise
@@ -42,6 +42,7 @@ from art_smoothing.engine.streams import (
     stream_seed,
 )
 from art_smoothing.noise.base import Noise
+from art_smoothing.noise.gaussian import GaussianNoise
 from art_smoothing.runtime import tune_cpu_allocator
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,35 @@ class _SmoothingParams(SmoothingEngine):
         self.fit_calls = 0
         self.gradient_calls = 0
         self.check_smoothing_params()
+        self._check_output_width()
         if self.device.type == "cpu":
             tune_cpu_allocator()  # forward passes reuse heap buffers instead of page-faulting (art_smoothing.runtime)
+
+    def _base_scores(self, x: np.ndarray) -> np.ndarray:
+        """The base classifier's scores on clean inputs (one check at construction)."""
+        raise NotImplementedError
+
+    def _check_output_width(self) -> None:
+        """Run one input through the base classifier and check it returns ``nb_classes`` scores: a model with
+        another width would make every vote count silently wrong (votes beyond nb_classes dropped, or one
+        class everywhere for a single-logit model)."""
+        try:
+            out = np.asarray(self._base_scores(np.zeros((1, *tuple(self.input_shape)), dtype=np.float32)))
+        except Exception as err:  # noqa: BLE001 - the user's model can fail in any way on a wrong shape
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"The base classifier fails on an input of shape (1, {', '.join(map(str, self.input_shape))})"
+                             f" ({type(err).__name__}: {first[:160]}); check input_shape.") from None
+        width = out.shape[-1] if out.ndim == 2 else None
+        if width == self.nb_classes:
+            return
+        if width == 1:
+            raise ValueError(
+                f"The base model returns a single score per input but nb_classes={self.nb_classes}: smoothing needs "
+                "one score per class (the vote is their argmax). For a binary model with one logit z, return "
+                "torch.cat([-z, z], dim=1) (or [0, z]) and use nb_classes=2.")
+        raise ValueError(f"The base model returns outputs of shape {out.shape[1:]} per input but nb_classes="
+                         f"{self.nb_classes}: give the model nb_classes outputs, or wrap it with nb_classes="
+                         f"{width if width else '<its number of outputs>'}.")
 
     def check_smoothing_params(self) -> None:
         """Validate the smoothing parameters (they may have been assigned directly since construction)."""
@@ -95,22 +123,29 @@ class _SmoothingParams(SmoothingEngine):
     def scale(self) -> float:
         """ART's attribute: the per-coordinate standard deviation of the noise (``noise.std``).
 
-        Read-only in effect: it follows the noise. To change the noise level, pass a new noise (e.g.
-        ``set_params(noise=GaussianNoise(0.5))``)."""
+        Settable (``rs.scale = 0.5`` or ``set_params(scale=0.5)``) where it means what it means in ART's
+        ``PyTorchRandomizedSmoothing``, the σ of Gaussian noise: the noise becomes ``GaussianNoise(0.5)``. For
+        any other noise a value other than its current std is refused (its parameters are not a std: set a new
+        noise instead, e.g. ``set_params(noise=LaplaceNoise(scale=...))``)."""
         noise = self.__dict__.get("noise")
         return noise.std if isinstance(noise, Noise) else self.__dict__.get("_scale_before_noise", 0.1)
 
     @scale.setter
     def scale(self, value) -> None:
         noise = self.__dict__.get("noise")
-        if isinstance(noise, Noise):
-            if not (isinstance(value, (int, float, np.floating)) and math.isclose(float(value), noise.std,
-                                                                                 rel_tol=1e-9)):
-                raise ValueError(
-                    f"scale follows the noise's per-coordinate std ({noise.std}) and cannot be set on its own; pass "
-                    f"a new noise instead, e.g. set_params(noise={type(noise).__name__}(...)).")
+        if not isinstance(noise, Noise):
+            self.__dict__["_scale_before_noise"] = value  # ART's constructor sets it before the noise exists
             return
-        self.__dict__["_scale_before_noise"] = value  # ART's constructor sets it before the noise exists
+        if isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) \
+                and math.isclose(float(value), noise.std, rel_tol=1e-9):
+            return
+        if type(noise) is GaussianNoise:  # ART's meaning of scale: the Gaussian sigma
+            self.noise = GaussianNoise(check_positive("scale", value))
+            return
+        raise ValueError(
+            f"scale is ART's Gaussian sigma; {type(noise).__name__}'s parameters are not a standard deviation "
+            f"(its std is {noise.std}), so scale cannot be set on its own: pass a new noise instead, e.g. "
+            f"set_params(noise={type(noise).__name__}(...)).")
 
     def set_params(self, **kwargs) -> None:
         """ART's ``set_params``, all or nothing: when a value is rejected the estimator keeps its old ones."""
@@ -166,7 +201,8 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
     :param verbose: progress bars.
     """
 
-    estimator_params = PyTorchClassifier.estimator_params + ["noise", "sample_size", "alpha", "seed", "eot_samples"]
+    estimator_params = PyTorchClassifier.estimator_params + ["noise", "scale", "sample_size", "alpha", "seed",
+                                                             "eot_samples"]
 
     def __new__(cls, classifier=None, *args, **kwargs):
         if cls is SmoothedClassifier and classifier is not None and not isinstance(classifier, PyTorchClassifier):
@@ -307,6 +343,15 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
     def base_labels(self, noisy: torch.Tensor) -> torch.Tensor:
         return self.base_logits(noisy).argmax(dim=-1)
 
+    def _base_scores(self, x: np.ndarray) -> np.ndarray:
+        was_training = self.model.training
+        self.set_eval()
+        try:
+            with torch.no_grad():
+                return self.base_logits(torch.as_tensor(x, device=self.device).to(self.noise_dtype)).cpu().numpy()
+        finally:
+            self.set_training_mode(was_training)
+
     # ------------------------------------------------------------------ gradients (EOT)
     def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
         """EOT gradient of the *smoothed* classifier's loss, ∇_x −log ḡ_y(x), where ḡ(x) is the mean
@@ -322,16 +367,33 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
 
         :param x: inputs ``(N, *input_shape)``.
         :param y: labels, indices ``(N,)`` or one-hot ``(N, nb_classes)``.
+        :param sampling: (kwarg) ART's switch. ``True`` (and the default here) is the smoothed, noise-sampled
+            gradient above; ``False`` is the base classifier's own gradient at ``x`` (ART's
+            ``PyTorchClassifier.loss_gradient``: its loss, batch-averaged as that loss reduces). ART's
+            ``PyTorchRandomizedSmoothing`` defaults to ``False``; here the default attacks the smoothed
+            classifier, which is what an attack on it should do.
         :param eot_samples: (kwarg) draws m (default: the constructor's ``eot_samples``).
         :param noise_draws: (kwarg) draws ``(m, *input_shape)`` to reuse (see ``attacks.draw_noise``).
         :param batch_size: (kwarg, default 256) noisy copies per forward pass; memory is bounded by it.
         """
+        if not self._sampling(kwargs):
+            y = check_and_transform_label_format(check_labels(y, self.nb_classes), nb_classes=self.nb_classes)
+            return PyTorchClassifier.loss_gradient(self, x, y, training_mode=training_mode, **kwargs)
         return eot.smoothed_loss_gradient(self, x, y, training_mode=training_mode, **kwargs)
+
+    @staticmethod
+    def _sampling(kwargs: dict) -> bool:
+        """Pop ART's ``sampling`` keyword (None or missing: the smoothed gradient)."""
+        sampling = kwargs.pop("sampling", None)
+        return True if sampling is None else check_bool("sampling", sampling)
 
     def class_gradient(self, x, label=None, training_mode: bool = False, **kwargs):
         """EOT gradients of the smoothed log-probabilities log ḡ_c(x) (the smoothed classifier's class
         outputs), shape ``(N, nb_classes, *input_shape)`` or ``(N, 1, *input_shape)``; keyword
-        arguments as in :meth:`loss_gradient`."""
+        arguments as in :meth:`loss_gradient` (``sampling=False``: the base classifier's class gradients;
+        ART's ``PyTorchRandomizedSmoothing`` has none)."""
+        if not self._sampling(kwargs):
+            return PyTorchClassifier.class_gradient(self, x, label=label, training_mode=training_mode, **kwargs)
         return eot.smoothed_class_gradient(self, x, label, training_mode=training_mode, **kwargs)
 
     def compute_loss(self, x, y, reduction: str = "none", **kwargs):
@@ -368,7 +430,7 @@ class NumpySmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, Classi
     """
 
     estimator_params = ClassifierMixin.estimator_params + BaseEstimator.estimator_params + [
-        "noise", "sample_size", "alpha", "seed"]
+        "noise", "scale", "sample_size", "alpha", "seed"]
 
     def __init__(self, classifier, noise: Noise, sample_size: int = 100, alpha: float = 0.001,
                  seed: int | None = None, verbose: bool = False, **kwargs):
@@ -404,6 +466,9 @@ class NumpySmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, Classi
     def base_labels(self, noisy: torch.Tensor) -> torch.Tensor:
         out = self._base_classifier.predict(noisy.cpu().numpy())
         return torch.as_tensor(np.asarray(out).argmax(axis=-1), dtype=torch.int64)
+
+    def _base_scores(self, x: np.ndarray) -> np.ndarray:
+        return self._base_classifier.predict(x)
 
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
         """Noise augmentation: every epoch the base classifier is fit once on freshly noised inputs.

@@ -326,12 +326,14 @@ def test_set_params_is_validated_and_all_or_nothing(small, which, kwargs, match)
     assert sm.scale == pytest.approx(0.6 / math.sqrt(3))
 
 
-def test_scale_follows_the_noise_and_cannot_be_set_alone(small):
+def test_scale_follows_the_noise_and_sets_the_gaussian_sigma(small):
+    """ART's `scale` is the Gaussian sigma: setting it on a Gaussian-smoothed estimator changes the noise
+    (issue 17); other noises refuse it (tests/test_art_dropin.py)."""
     assert small.scale == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="pass a new noise"):
-        small.scale = 1.0
     small.scale = 0.5  # the same value is accepted (ART code may write it back)
     assert small.noise == GaussianNoise(0.5)
+    small.scale = 1.0
+    assert small.noise == GaussianNoise(1.0) and small.scale == 1.0
 
 
 def test_attributes_assigned_directly_are_checked_at_call_time(small):

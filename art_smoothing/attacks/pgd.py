@@ -140,7 +140,8 @@ class SmoothedPGD(EvasionAttack):
 
     # ------------------------------------------------------------------ attack
     def generate(self, x: np.ndarray, y: np.ndarray | None = None, **kwargs) -> np.ndarray:
-        """Adversarial examples ``x'`` with ‖x' − x‖ ≤ ε in ``norm``, inside ``clip_values``.
+        """Adversarial examples ``x'`` with ‖x' − x‖ ≤ ε in ``norm``, inside ``clip_values`` (inputs outside the
+        box are refused with a ValueError: no point of the box may be within ε of them).
 
         :param x: inputs ``(N, *input_shape)``.
         :param y: labels to leave (untargeted) or targets (targeted), indices or one-hot. ``None``
@@ -152,6 +153,15 @@ class SmoothedPGD(EvasionAttack):
         est: SmoothedClassifier = self.estimator
         x_np = est.check_x(x)
         n = x_np.shape[0]
+        if est.clip_values is not None and n:
+            lo, hi = (np.broadcast_to(np.asarray(c, dtype=np.float32), x_np.shape[1:]) for c in est.clip_values)
+            outside = np.any((x_np < lo) | (x_np > hi), axis=tuple(range(1, x_np.ndim)))
+            if outside.any():
+                raise ValueError(
+                    f"{int(outside.sum())} input(s) lie outside the classifier's clip_values (first: index "
+                    f"{int(np.argmax(outside))}): an adversarial point must stay in the box and within eps of x, and "
+                    "clipping would move it further than eps. Clip the inputs into clip_values first (or use a "
+                    "classifier without clip_values).")
         eps = check_positive_array("eps", kwargs.get("eps", self.eps), n)
         eps_step = kwargs.get("eps_step", self.eps_step)
         eps = np.broadcast_to(eps, (n,)).astype(np.float64)
