@@ -128,6 +128,8 @@ import numpy as np
 import torch
 
 from art_smoothing.certificates.bounds import check_alpha, clopper_pearson_lower, clopper_pearson_upper
+from art_smoothing.checks import check_int
+from art_smoothing.storage import atomic_write, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,6 @@ __all__ = [
     "TableSettings",
     "UniformLogRatio",
     "build_radius_table",
-    "cache_dir",
     "clear_memory_cache",
     "empirical_bernstein_upper",
     "get_radius_table",
@@ -329,9 +330,8 @@ class TableSettings:
     def __post_init__(self):
         check_alpha(self.alpha, "cert_alpha")
         for name, low in (("n_samples", 16), ("n_pilot", 16), ("n_radii", 2)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
+            # stored as a Python int (the cache key is JSON)
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low))
 
 
 @dataclass
@@ -557,12 +557,13 @@ _MEMORY: dict[str, RadiusTable] = {}
 _LOCK = threading.Lock()
 
 
-def cache_dir() -> str:
-    """Directory of on-disk tables: ``$ART_SMOOTHING_CACHE`` or ``~/.cache/art_smoothing``."""
-    return os.environ.get("ART_SMOOTHING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "art_smoothing")
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a name without it
+        np.savez(fh, **arrays)
 
 
 def clear_memory_cache() -> None:
+    """Forget the tables kept in memory (files of the disk cache stay)."""
     with _LOCK:
         _MEMORY.clear()
 
@@ -584,7 +585,7 @@ def get_radius_table(model: LogRatioModel, settings: TableSettings | None = None
         table = _MEMORY.get(key)
         if table is not None:
             return table
-        path = os.path.join(cache_dir(), f"variational-{key}.npz")
+        path = cache_dir(f"variational-{key}.npz")
         if disk_cache and os.path.isfile(path):
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -595,10 +596,7 @@ def get_radius_table(model: LogRatioModel, settings: TableSettings | None = None
         if table is None:
             table = build_radius_table(model, settings)
             if disk_cache:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.tmp.npz"
-                np.savez(tmp, **table.to_arrays())
-                os.replace(tmp, path)
+                atomic_write(path, lambda tmp: _save_npz(tmp, table.to_arrays()))
         _MEMORY[key] = table
         return table
 

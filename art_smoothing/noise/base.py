@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from art_smoothing.certificates.norms import conversion_factor, norm_name, parse_norm
+from art_smoothing.checks import check_positive  # re-exported: the noises import it from here
 
 __all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive"]
 
@@ -39,18 +40,6 @@ def check_inside_box(x_min: float, x_max: float, lo: float, hi: float) -> None:
             "hold for inputs in the box; clip the inputs, pass the classifier's true clip_values, or certify with "
             "box=False for the plain certificates."
         )
-
-
-def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
-    """Validate a real scalar parameter: finite and > 0 (or >= 0)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}.") from None
-    if not math.isfinite(v) or (v < 0 if allow_zero else v <= 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
-    return v
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import math
 import numpy as np
 import torch
 
+from art_smoothing.checks import check_int
 from art_smoothing.noise.base import Noise, certificate, check_positive
 from art_smoothing.noise.uniform import BoxL1Certificates, UniformNoise
 
@@ -155,12 +156,8 @@ class DeterministicSplittingNoise(_SplittingBase):
 
     def __init__(self, scale: float, levels: int = 256, clip_values=(0.0, 1.0), offset_seed: int = 0):
         super().__init__(scale, clip_values)
-        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or int(levels) < 2:
-            raise ValueError(f"levels must be an integer >= 2 (quantization levels of the inputs), got {levels!r}.")
-        if isinstance(offset_seed, bool) or not isinstance(offset_seed, (int, np.integer)) or offset_seed < 0:
-            raise ValueError(f"offset_seed must be an integer >= 0, got {offset_seed!r}.")
-        self.levels = int(levels)
-        self.offset_seed = int(offset_seed)
+        self.levels = check_int("levels (quantization levels of the inputs)", levels, 2)
+        self.offset_seed = check_int("offset_seed", offset_seed, 0)
         lo, hi = self.clip_values
         self.step = (hi - lo) / (self.levels - 1)
         m = 2.0 * self.scale / self.step
