@@ -11,7 +11,7 @@ from scipy import special
 
 from art_smoothing.certificates.variational import LogRatioModel
 from art_smoothing.noise.base import certificate
-from art_smoothing.noise.power_law import _TabulatedNoise
+from art_smoothing.noise.tabulated import TabulatedNoise
 
 __all__ = ["MixedNormLogRatio", "MixedNormNoise"]
 
@@ -191,7 +191,7 @@ class MixedNormLogRatio(LogRatioModel):
         return s
 
 
-class MixedNormNoise(_TabulatedNoise):
+class MixedNormNoise(TabulatedNoise):
     """ℓ∞ mixed-norm noise: density π0(z) ∝ ‖z‖∞^(−k) exp(−‖z‖₂²/2σ²) on R^d (Zhang et al., eq. (9)).
 
     Normalisable iff 0 ≤ k < d: the set {‖z‖∞ ≤ t} has volume (2t)^d, so ‖z‖∞^(−k) is integrable at 0
@@ -219,7 +219,7 @@ class MixedNormNoise(_TabulatedNoise):
     The certificate is a table look-up, not a differentiable function of p_a: training objectives that
     need ``certified_radius_torch`` (MACER) are not available with this noise.
 
-    See :class:`art_smoothing.noise.power_law._TabulatedNoise` for the keyword parameters.
+    See :class:`~art_smoothing.noise.tabulated.TabulatedNoise` for the keyword parameters.
     """
 
     norm = math.inf
