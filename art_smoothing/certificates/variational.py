@@ -128,6 +128,7 @@ import numpy as np
 import torch
 
 from art_smoothing.certificates.bounds import check_alpha, clopper_pearson_lower, clopper_pearson_upper
+from art_smoothing.certificates.norms import parse_norm
 from art_smoothing.checks import check_int
 from art_smoothing.storage import atomic_write, cache_dir
 
@@ -287,26 +288,20 @@ class UniformLogRatio(LogRatioModel):
 
 
 def log_ratio_model(noise, norm, dim: int) -> LogRatioModel:
-    """The engine's model of ``noise`` in ``norm`` and dimension ``dim``.
+    """The engine's model of ``noise`` in ``norm`` (``None``: the noise's own) and dimension ``dim``.
 
-    Noises that know their own ratio implement ``log_ratio_model(dim, norm)`` (power-law, mixed-norm);
-    the foundation noises are recognised by ``noise.name`` (no import, so noises and certificates stay
-    independent): Gaussian (ℓ2, ℓ∞), Laplace (ℓ1 direction e₁, ℓ∞) and uniform (ℓ∞).
+    The noise is asked, ``noise.log_ratio_model(dim, norm)`` (:meth:`art_smoothing.noise.Noise.log_ratio_model`),
+    so this module never imports a noise: power-law (ℓ2) and mixed-norm (ℓ∞) noise, and for cross-checks
+    Gaussian (ℓ2, ℓ∞), Laplace (ℓ1 direction e₁, ℓ∞) and uniform (ℓ∞) noise have one.
+
+    :raises ValueError: when the noise has no model in that norm.
     """
-    from art_smoothing.certificates.norms import parse_norm
-
     p = parse_norm(noise.norm if norm is None else norm)
-    if hasattr(noise, "log_ratio_model"):
-        return noise.log_ratio_model(dim, p)
-    params = noise.params()
-    name = getattr(noise, "name", "")
-    if name == "gaussian" and p in (2.0, math.inf):
-        return GaussianLogRatio(params["sigma"], dim, p)
-    if name == "laplace" and p in (1.0, math.inf):
-        return LaplaceLogRatio(params["scale"], dim, p)
-    if name == "uniform" and p == math.inf:
-        return UniformLogRatio(params["scale"], dim)
-    raise ValueError(f"The variational engine has no log-density-ratio model for {noise!r} in norm {norm!r}.")
+    ask = getattr(noise, "log_ratio_model", None)
+    model = None if ask is None else ask(dim, p)
+    if model is None:
+        raise ValueError(f"The variational engine has no log-density-ratio model for {noise!r} in norm {norm!r}.")
+    return model
 
 
 # ====================================================================== the table

@@ -21,13 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from art_smoothing.certificates.norms import conversion_factor, norm_name, parse_norm
 from art_smoothing.checks import check_positive  # re-exported: the noises import it from here
+
+if TYPE_CHECKING:
+    from art_smoothing.certificates.variational import LogRatioModel
 
 __all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive"]
 
@@ -199,6 +202,17 @@ class Noise:
         gradients, trainers) goes through this method, so no caller special-cases a noise.
         """
         return x + z
+
+    # ------------------------------------------------------------------ variational engine
+    def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel | None:
+        """This noise's model for the variational engine (:mod:`art_smoothing.certificates.variational`):
+        the law of the log-density ratio at the worst perturbation of the ℓ_``norm`` ball (``None``: the
+        noise's own norm) in dimension ``dim``; ``None`` when the engine has no model for it (the default).
+
+        Noises certified by the engine implement it, and closed-form noises may, so that the engine can
+        be cross-checked against their exact radii.
+        """
+        return None
 
     # ------------------------------------------------------------------ certificates
     def _native_specs(self, *, box: bool) -> list[CertificateSpec]:

@@ -85,6 +85,7 @@ class TabulatedNoise(Noise):
                              n_pilot=max(1024, min(1 << 15, self.mc_samples // 8)), n_radii=self.table_radii)
 
     def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel:
+        """The engine's model of this noise in its own norm (every subclass has one)."""
         raise NotImplementedError
 
     def radius_table(self, dim: int) -> RadiusTable:

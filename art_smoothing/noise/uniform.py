@@ -8,6 +8,7 @@ import math
 import torch
 
 from art_smoothing.certificates import box as _box
+from art_smoothing.certificates.variational import LogRatioModel, UniformLogRatio
 from art_smoothing.noise.base import Noise, certificate, check_positive
 
 __all__ = ["BoxL1Certificates", "UniformNoise"]
@@ -110,6 +111,11 @@ class UniformNoise(BoxL1Certificates, Noise):
 
     def _sample(self, size, *, generator, device, dtype):
         return torch.rand(size, generator=generator, device=device, dtype=dtype).mul_(2.0 * self.scale).sub_(self.scale)
+
+    def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel | None:
+        """The variational engine's model in ℓ∞ (:class:`UniformLogRatio`), to cross-check the engine
+        against :meth:`_cube`; ``None`` in other norms."""
+        return UniformLogRatio(self.scale, dim) if self._parse_norm(norm) == math.inf else None
 
     @certificate("lipschitz", norm=1)
     def _lipschitz(self, p_a, p_b, ctx):
