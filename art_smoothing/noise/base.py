@@ -32,7 +32,8 @@ from art_smoothing.checks import check_positive  # re-exported: the noises impor
 if TYPE_CHECKING:
     from art_smoothing.certificates.variational import LogRatioModel
 
-__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive"]
+__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive",
+           "standard_gamma"]
 
 
 def check_inside_box(x_min: float, x_max: float, lo: float, hi: float) -> None:
@@ -82,16 +83,30 @@ class CertificateContext:
 
 def certificate(name: str, norm, *, box: bool = False, needs_dim: bool = False, differentiable: bool = True,
                 dominated_by: str | None = None):
-    """Mark a noise method as a certificate ``fn(self, p_a, p_b, ctx) -> radius`` in ``norm``."""
+    """Mark a noise method as a certificate ``fn(self, p_a, p_b, ctx) -> radius`` in ``norm``.
+
+    The decorator sets ``fn.certificate_spec``, a :class:`CertificateSpec` built from its arguments (see
+    there); every :class:`Noise` subclass collects the specs of its methods and of its bases' methods.
+    """
 
     def deco(fn):
-        fn._certificate_spec = CertificateSpec(
+        fn.certificate_spec = CertificateSpec(
             name=name, norm=parse_norm(norm), fn=fn, box=box, needs_dim=needs_dim, differentiable=differentiable,
             dominated_by=dominated_by,
         )
         return fn
 
     return deco
+
+
+def standard_gamma(concentration: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Exact Gamma(concentration, 1) draws, one per entry of ``concentration`` (same dtype and device), from
+    ``generator``.
+
+    torch's public gamma sampler (:class:`torch.distributions.Gamma`) takes no generator, so the operator
+    behind it, ``torch._standard_gamma``, is called here and nowhere else.
+    """
+    return torch._standard_gamma(concentration, generator=generator)
 
 
 def _as_prob_tensor(name: str, value, dtype, device=None) -> torch.Tensor:
@@ -130,8 +145,8 @@ class Noise:
         specs: dict[str, CertificateSpec] = {}
         for klass in reversed(cls.__mro__):
             for attr in vars(klass).values():
-                spec = getattr(attr, "_certificate_spec", None)
-                if spec is not None:
+                spec = getattr(attr, "certificate_spec", None)
+                if isinstance(spec, CertificateSpec):
                     specs[spec.name] = spec
         cls._certificates = specs
 

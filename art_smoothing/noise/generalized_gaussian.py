@@ -71,7 +71,7 @@ import torch
 
 from art_smoothing.certificates.divergences import kl_flip_bound
 from art_smoothing.certificates.norms import parse_norm
-from art_smoothing.noise.base import Noise, certificate, check_positive
+from art_smoothing.noise.base import Noise, certificate, check_positive, standard_gamma
 
 __all__ = ["MAX_CERTIFIED_P", "GeneralizedGaussianNoise", "KLBoundFamily", "kl_coordinate_families"]
 
@@ -190,7 +190,7 @@ class GeneralizedGaussianNoise(Noise):
         self._kl_families: list[KLBoundFamily] | None = None  # built on first use (not needed to sample)
         # The "kl" certificate's native norm is this instance's p (the decorator can only fix a
         # class-wide norm), and it needs the dimension exactly when p > 2 (d^{1 − k/p} factors).
-        specs = dict(type(self)._certificates)
+        specs = self.certificate_specs()  # the class's (a copy)
         specs["kl"] = dataclasses.replace(specs["kl"], norm=self.p, needs_dim=self.p > 2.0)
         self._certificates = specs
 
@@ -227,7 +227,7 @@ class GeneralizedGaussianNoise(Noise):
             z = torch.randn(size, generator=generator, device=device, dtype=work).mul_(self.sigma / math.sqrt(2.0))
             return z if z.dtype == dtype else z.to(dtype)
         shape = torch.full(size, 1.0 + 1.0 / self.p, dtype=work, device=device)
-        x = torch._standard_gamma(shape, generator=generator)
+        x = standard_gamma(shape, generator=generator)
         v = torch.rand(size, generator=generator, device=device, dtype=work).mul_(2.0).sub_(1.0)
         z = x.pow_(1.0 / self.p).mul_(v).mul_(self.sigma)
         return z if z.dtype == dtype else z.to(dtype)

@@ -174,7 +174,7 @@ class MixedNormLogRatio(LogRatioModel):
         parts = {"linf": [], "zmax": [], "zmin": [], "sum": []}
         step = max(1, (1 << 21) // self.dim)
         for s in range(0, num, step):
-            z = self.noise._draw_numpy(min(step, num - s), self.dim, generator)
+            z = self.noise.draw_numpy(min(step, num - s), self.dim, generator)
             zmax, zmin = z.max(axis=1), z.min(axis=1)
             parts["zmax"].append(zmax)
             parts["zmin"].append(zmin)
@@ -283,9 +283,10 @@ class MixedNormNoise(TabulatedNoise):
         z.scatter_(1, j[:, None], (sign_j * m)[:, None])
         return z
 
-    def _draw_numpy(self, num: int, dim: int, generator) -> np.ndarray:
-        """Draws of the same law as :meth:`_draw` with numpy arithmetic on the CPU (CPU generator):
-        used to build certificate tables (float64, single-threaded, predictable speed)."""
+    def draw_numpy(self, num: int, dim: int, generator: torch.Generator) -> np.ndarray:
+        """``num`` exact draws in R^dim, float64 ``(num, dim)``, of the same law as :meth:`sample`, with numpy
+        arithmetic on the CPU from a CPU ``generator``: what :class:`MixedNormLogRatio` builds certificate
+        tables from (float64, single-threaded, predictable speed)."""
         s = np.exp(self._radial_sampler(dim).sample(num, generator))
         m = self.sigma * s
         j = torch.randint(dim, (num,), generator=generator).numpy()

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from art_smoothing.certificates.variational import LogRatioModel
-from art_smoothing.noise.base import certificate
+from art_smoothing.noise.base import certificate, standard_gamma
 from art_smoothing.noise.tabulated import TabulatedNoise
 
 __all__ = ["PowerLawLogRatio", "PowerLawNoise"]
@@ -38,13 +38,13 @@ class PowerLawLogRatio(LogRatioModel):
 
     def sample_statistics(self, num, generator):
         shape = torch.full((num,), 0.5 * (self.dim - self.k), dtype=torch.float64)
-        rho2 = 2.0 * self.sigma**2 * torch._standard_gamma(shape, generator=generator)
+        rho2 = 2.0 * self.sigma**2 * standard_gamma(shape, generator=generator)
         if self.dim == 1:
             u1 = torch.where(torch.rand(num, generator=generator, dtype=torch.float64) < 0.5, -1.0, 1.0)
         else:
             g = torch.randn(num, generator=generator, dtype=torch.float64)
-            rest = 2.0 * torch._standard_gamma(torch.full((num,), 0.5 * (self.dim - 1), dtype=torch.float64),
-                                               generator=generator)
+            rest = 2.0 * standard_gamma(torch.full((num,), 0.5 * (self.dim - 1), dtype=torch.float64),
+                                        generator=generator)
             u1 = g / torch.sqrt(g * g + rest)
         return {"rho2": rho2.numpy(), "z1": (torch.sqrt(rho2) * u1).numpy()}
 
@@ -96,7 +96,7 @@ class PowerLawNoise(TabulatedNoise):
             return torch.randn(size, generator=generator, device=device, dtype=dtype) * self.sigma
         g = torch.randn((num, d), generator=generator, device=device, dtype=dtype)
         shape = torch.full((num,), 0.5 * (d - self.k), dtype=torch.float64, device=device)
-        rho = self.sigma * torch.sqrt(2.0 * torch._standard_gamma(shape, generator=generator))
+        rho = self.sigma * torch.sqrt(2.0 * standard_gamma(shape, generator=generator))
         g_norm = torch.linalg.vector_norm(g.double(), dim=1).clamp_min(torch.finfo(torch.float64).tiny)
         return (g * (rho / g_norm).to(dtype)[:, None]).reshape(size)
 

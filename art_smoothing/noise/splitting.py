@@ -36,7 +36,7 @@ import torch
 
 from art_smoothing.checks import check_int
 from art_smoothing.noise.base import Noise, certificate, check_positive
-from art_smoothing.noise.uniform import BoxL1Certificates, UniformNoise
+from art_smoothing.noise.uniform import BoxL1Certificates, cube_linf_radius
 
 __all__ = ["DeterministicSplittingNoise", "SplittingNoise"]
 
@@ -118,9 +118,15 @@ class SplittingNoise(BoxL1Certificates, _SplittingBase):
         """x̃ = lo + min(s, w) + min(2λ, w)·⌈(x − lo − s)/(2λ)⌉ with the offsets s = ``z`` (broadcasting)."""
         return self._represent(z, self._cell_index(x, z))
 
-    # Theorem 2.11: Proposition 2.1 holds with the same per-coordinate agreement probability
-    # (1 − |δ_i|/(2λ))_+ as the cube overlap, so the uniform ℓ∞ certificate applies verbatim.
-    _cube = UniformNoise._cube
+    @certificate("cube", norm=math.inf, needs_dim=True)
+    def _cube(self, p_a, p_b, ctx):
+        """Theorem 2.11: Proposition 2.1 holds with the same per-coordinate agreement probability
+        (1 − |δ_i|/(2λ))_+ as the cube overlap, so the ℓ∞ certificate of uniform noise applies verbatim
+        (:meth:`art_smoothing.noise.uniform.UniformNoise._cube`): binary R = 2λ(1 − (3/2 − p_a)^{1/d}),
+        multiclass R = 2λ(1 − (1 − (p_a − p_b)/2)^{1/d}). Lower bound on the true radius: increasing in
+        p_a, decreasing in p_b.
+        """
+        return cube_linf_radius(self.scale, p_a, p_b, ctx.dim)
 
 
 class DeterministicSplittingNoise(_SplittingBase):

@@ -11,7 +11,16 @@ from art_smoothing.certificates import box as _box
 from art_smoothing.certificates.variational import LogRatioModel, UniformLogRatio
 from art_smoothing.noise.base import Noise, certificate, check_positive
 
-__all__ = ["BoxL1Certificates", "UniformNoise"]
+__all__ = ["BoxL1Certificates", "UniformNoise", "cube_linf_radius"]
+
+
+def cube_linf_radius(scale: float, p_a: torch.Tensor, p_b: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """ℓ∞ radius of a smoothing whose copies at x and x + δ agree with probability Π_i (1 − |δ_i|/(2λ))_+,
+    λ = ``scale``, in dimension ``dim`` (binary form when ``p_b`` is None): the certificate ``cube`` of
+    uniform and splitting noise, derived in :meth:`UniformNoise._cube`.
+    R = −2λ·expm1(log1p(−gap)/d), gap = p_a − ½ (binary) or (p_a − p_b)/2."""
+    gap = (p_a - 0.5) if p_b is None else 0.5 * (p_a - p_b)
+    return -2.0 * scale * torch.expm1(torch.log1p(-gap) / dim)
 
 
 class BoxL1Certificates:
@@ -135,6 +144,6 @@ class UniformNoise(BoxL1Certificates, Noise):
         Binary: need (1 − r/(2λ))^d > 3/2 − p_a, so R = 2λ(1 − (3/2 − p_a)^{1/d}).
         Multiclass (as in Proposition 2.12): need (1 − r/(2λ))^d > 1 − (p_a − p_b)/2,
         so R = 2λ(1 − (1 − (p_a − p_b)/2)^{1/d}). Computed as −2λ·expm1(log(·)/d) for accuracy.
+        Lower bound on the true radius: R is increasing in p_a and decreasing in p_b.
         """
-        gap = (p_a - 0.5) if p_b is None else 0.5 * (p_a - p_b)
-        return -2.0 * self.scale * torch.expm1(torch.log1p(-gap) / ctx.dim)
+        return cube_linf_radius(self.scale, p_a, p_b, ctx.dim)
