@@ -58,7 +58,7 @@ class GaussianNoise(Noise):
     # ------------------------------------------------------------------ divergence certificates
     # All are sound but never larger than ``cohen`` (which is tight); they exist for comparison
     # (Hayes, 2020, Section 2.3 and Proposition 1). Formulas, derivations and the corrections made to
-    # Hayes' Table 1 are in :mod:`art_smoothing.certificates.divergences`.
+    # Hayes' Table 1 are in :mod:`art_smoothing.certificates.divergences` and ``docs/divergences.md``.
     @certificate("kl", norm=2, dominated_by="cohen")
     def _kl(self, p_a, p_b, ctx):
         """KL divergence (Hayes, Table 1, row 1; Li et al., 2019): R = σ √(−2 log(2√(p_a p_b) + 1 − p_a − p_b)).

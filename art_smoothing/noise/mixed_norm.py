@@ -151,8 +151,7 @@ class _LogConcaveSampler:
 
 class MixedNormLogRatio(LogRatioModel):
     """Engine model of :class:`MixedNormNoise`: δ* = r·1 (Theorem 5; the density is symmetric in
-    every coordinate and non-increasing in every |z_i|, see the lemma in
-    :mod:`art_smoothing.certificates.variational`), and
+    every coordinate and non-increasing in every |z_i|, see the lemma in ``docs/variational.md``), and
 
         S = log π0(z) − log π0(z − r1) = k log(‖z − r1‖∞/‖z‖∞) + (d r² − 2 r Σ_i z_i)/(2σ²),
 
@@ -211,10 +210,10 @@ class MixedNormNoise(TabulatedNoise):
     k = 0 is drawn directly as N(0, σ²I) (the same law).
 
     **Certificate** ``"variational"`` (ℓ∞, needs ``dim``): the Monte Carlo dual bound of
-    :mod:`art_smoothing.certificates.variational` at the worst perturbation δ* = (r, …, r)
-    (Theorem 5), binary and multiclass forms, through a radius table built once per (noise, d); sound
-    with probability ≥ 1 − ``cert_alpha``. ℓ2 (and ℓ1) radii follow by the base class's sound
-    conversion (an ℓ2 ball of radius r lies inside the ℓ∞ ball of radius r).
+    :mod:`art_smoothing.certificates.variational` (``docs/variational.md``) at the worst perturbation
+    δ* = (r, …, r) (Theorem 5), binary and multiclass forms, through a radius table built once per
+    (noise, d); sound with probability ≥ 1 − ``cert_alpha``. ℓ2 (and ℓ1) radii follow by the base
+    class's sound conversion (an ℓ2 ball of radius r lies inside the ℓ∞ ball of radius r).
 
     The certificate is a table look-up, not a differentiable function of p_a: training objectives that
     need ``certified_radius_torch`` (MACER) are not available with this noise.
@@ -317,7 +316,7 @@ class MixedNormNoise(TabulatedNoise):
     @certificate("variational", norm=math.inf, needs_dim=True, differentiable=False)
     def _variational(self, p_a, p_b, ctx):
         """Zhang et al. (2020), Theorem 1 with δ* = (r, …, r) (Theorem 5), evaluated through the
-        likelihood-ratio threshold form and bounded with Clopper–Pearson + Bonferroni (module
-        :mod:`art_smoothing.certificates.variational`). Lower bound on the true ℓ∞ radius with
+        likelihood-ratio threshold form and bounded with Clopper–Pearson + Bonferroni
+        (``docs/variational.md``). Lower bound on the true ℓ∞ radius with
         probability ≥ 1 − cert_alpha; monotone in p_a (and in p_b)."""
         return self._table_radius(p_a, p_b, ctx)

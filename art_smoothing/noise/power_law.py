@@ -17,7 +17,7 @@ __all__ = ["PowerLawLogRatio", "PowerLawNoise"]
 
 class PowerLawLogRatio(LogRatioModel):
     """Engine model of :class:`PowerLawNoise`: δ* = r e₁ (Theorem 2; rotation invariance plus the
-    coordinate-wise monotonicity lemma of :mod:`art_smoothing.certificates.variational`), and
+    coordinate-wise monotonicity lemma of ``docs/variational.md``), and
 
         S = log π0(z) − log π0(z − r e₁) = (k/2) log(‖z − r e₁‖²/‖z‖²) + (‖z − r e₁‖² − ‖z‖²)/(2σ²)
           = (k/2) log1p(a/ρ²) + a/(2σ²),   a = r² − 2 r z₁,  ρ = ‖z‖₂.
@@ -72,10 +72,11 @@ class PowerLawNoise(TabulatedNoise):
     gamma sampler), so one draw costs one Gaussian vector and one gamma variate, for any d and k.
 
     **Certificate** ``"variational"`` (ℓ2, needs ``dim``): the Monte Carlo dual bound of
-    :mod:`art_smoothing.certificates.variational` at the worst perturbation δ* = r e₁ (Theorem 2),
-    binary and multiclass forms, through a radius table built once per (noise, d). Sound with
-    probability ≥ 1 − ``cert_alpha`` over the table; ℓ∞ radii come from the base class's conversion
-    r/√d, which for this family is exactly what Theorem 3 says the variational bound gives.
+    :mod:`art_smoothing.certificates.variational` (``docs/variational.md``) at the worst perturbation
+    δ* = r e₁ (Theorem 2), binary and multiclass forms, through a radius table built once per
+    (noise, d). Sound with probability ≥ 1 − ``cert_alpha`` over the table; ℓ∞ radii come from the
+    base class's conversion r/√d, which for this family is exactly what Theorem 3 says the variational
+    bound gives.
 
     The certificate is a table look-up, not a differentiable function of p_a: training objectives that
     need ``certified_radius_torch`` (MACER) are not available with this noise.
@@ -109,8 +110,8 @@ class PowerLawNoise(TabulatedNoise):
     @certificate("variational", norm=2, needs_dim=True, differentiable=False)
     def _variational(self, p_a, p_b, ctx):
         """Zhang et al. (2020), Theorem 1 with δ* = r e₁ (Theorem 2), evaluated exactly through the
-        likelihood-ratio threshold form and bounded with Clopper–Pearson + Bonferroni (module
-        :mod:`art_smoothing.certificates.variational`). Lower bound on the true radius with probability
+        likelihood-ratio threshold form and bounded with Clopper–Pearson + Bonferroni
+        (``docs/variational.md``). Lower bound on the true radius with probability
         ≥ 1 − cert_alpha because every table entry is a simultaneous confidence bound in the sound
         direction and the look-up rounds radii down. Monotone in p_a (and in p_b)."""
         return self._table_radius(p_a, p_b, ctx)

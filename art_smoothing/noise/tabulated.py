@@ -23,7 +23,7 @@ __all__ = ["TabulatedNoise"]
 
 
 class TabulatedNoise(Noise):
-    """Base of the noises π0(z) ∝ ‖z‖^(−k) exp(−‖z‖₂²/2σ²) certified by the variational engine's radius tables.
+    """Base of the noises π0(z) ∝ ‖z‖^(−k) exp(−‖z‖₂²/2σ²) certified by the variational engine's tables.
 
     :param sigma: scale σ > 0 of the Gaussian factor exp(−‖z‖₂²/2σ²).
     :param k: shape k ≥ 0 of the power factor; k = 0 is N(0, σ²I). Normalisable iff k < d, checked
@@ -99,7 +99,8 @@ class TabulatedNoise(Noise):
             self._tables[int(dim)] = table
         return table
 
-    def _table_radius(self, p_a: torch.Tensor, p_b: torch.Tensor | None, ctx: CertificateContext) -> torch.Tensor:
+    def _table_radius(self, p_a: torch.Tensor, p_b: torch.Tensor | None, ctx: CertificateContext
+                      ) -> torch.Tensor:
         """Radii of the table of dimension ``ctx.dim`` for the bounds (p_a, p_b) (binary form when ``p_b``
         is None), as a tensor like ``p_a``: the body of the subclasses' ``variational`` certificate."""
         table = self.radius_table(ctx.dim)

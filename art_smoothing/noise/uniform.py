@@ -80,7 +80,7 @@ class BoxL1Certificates:
         their room max(x_i, 1 − x_i), descending, with S_k their cumulative sums and
         P_k = Π_{i≤k}(1 − room_i/(2λ))_+; the minimal overlap is P_k(1 − (r − S_k)/(2λ)) on
         [S_k, S_{k+1}], so with K = #{k ≥ 1 : P_k > t}: R = S_K + 2λ(1 − t/P_K) (``inf`` if K = d).
-        Valid for every λ (see the box module for λ < 1/2); never below ``box_floor`` or the plain
+        Valid for every λ (see ``docs/box.md`` for λ < 1/2); never below ``box_floor`` or the plain
         radius, since it minimises over a subset of their threat sets.
         """
         x, lam, width = self._unit_box(ctx)
