@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from art_smoothing.certificates.norms import conversion_factor, norm_name, parse_norm
-from art_smoothing.checks import check_positive  # re-exported: the noises import it from here
+from art_smoothing.checks import check_int, check_positive  # check_positive re-exported for the noises
 
 if TYPE_CHECKING:
     from art_smoothing.certificates.variational import LogRatioModel
@@ -292,13 +292,11 @@ class Noise:
             # probabilities sum to at most 1); the smaller of the two is the better bound.
             pb = torch.minimum(pb, 1.0 - pa)
             certifiable = pa > pb
-        ctx = CertificateContext(dim=None if dim is None else int(dim))
+        ctx = CertificateContext(dim=check_int("dim", dim, 1, allow_none=True))
         if box:
-            ctx.x, ctx.clip_values = self._box_inputs(x, clip_values, pa.shape, dim, dtype)
-            ctx.dim = ctx.x.shape[-1]
+            ctx.x, ctx.clip_values = self._box_inputs(x, clip_values, pa.shape, ctx.dim, dtype)
+            ctx.dim = check_int("dim (features per input of x)", ctx.x.shape[-1], 1)
         if ctx.dim is not None:
-            if ctx.dim < 1:
-                raise ValueError(f"dim must be a positive integer, got {dim!r}.")
             self.validate_dim(ctx.dim)
         # Feed certificates only certifiable entries (safe values elsewhere) so that no NaN or
         # infinite gradient leaks from masked entries.
