@@ -1,39 +1,11 @@
 """Geometry of box-constrained ℓ1 certificates (Voráček & Hein, 2023, §2.2 and Appendix A).
 
-Everything here lives in the *unit* box [0, 1]^d with the noise half-width ``lam`` measured in box
-units; callers with a box (lo, hi) rescale: x ↦ (x − lo)/(hi − lo), λ ↦ λ/(hi − lo), and multiply
-the returned ℓ1 radius by (hi − lo).
-
-The central quantity is the overlap fraction of two ℓ∞ balls of radius λ whose centres differ by δ,
-
-    O(δ) = Vol(B∞(x, λ) ∩ B∞(x + δ, λ)) / Vol(B∞(x, λ)) = Π_i (1 − |δ_i|/(2λ))_+ ,
-
-which is also the probability that independent splitting noise maps x and x + δ to the same
-noisy input (Theorem 2.11). By Proposition 2.1 / 2.12, for every class probability vector the
-smoothed classifier keeps class A at y = x + δ as long as
-
-    O(δ) > t,   t = 1 − (p_A − p_B)/2      (binary form: p_B = 1 − p_A, i.e. t = 3/2 − p_A).
-
-A certified ℓ1 radius is therefore R = sup{r : g(r) > t} with g(r) a lower bound on the minimal
-overlap over the threat set {δ : ‖δ‖₁ ≤ r, x + δ ∈ box}. Three lower bounds g are implemented,
-from weakest to exact:
-
-* ``g_closed``: (1 − 1/(2λ))^r (Theorem 2.6 / Corollary 2.7), valid for λ ≥ 1/2 only;
-* ``g_floor``: (1 − 1/(2λ))_+^⌊r⌋ (1 − (r − ⌊r⌋)/(2λ))_+ (Proposition 2.5), the exact minimum over
-  *all* pairs x, y in the box (attained at a corner), every λ;
-* ``g_input``: the exact minimum for the given x (Theorem 2.8): spend the ℓ1 budget greedily on the
-  coordinates with the largest room to move, max(x_i, 1 − x_i), every λ.
-
-All three only hold when both x and the adversarial point lie in the box.
-
-Where λ < 1/2 (the paper states Proposition 2.5 and Theorem 2.8 through Schur-concavity on
-[0, 2λ]^d): with the positive part the formulas stay exact. If some coordinate can move by
-≥ 2λ, the minimum over ‖δ‖₁ ≤ r < 2λ is 1 − r/(2λ) (all budget on that coordinate, which stays in
-[0, 2λ), where the Schur argument applies) and 0 for r ≥ 2λ; otherwise every feasible δ lies in
-[0, 2λ)^d already. The greedy formula with factors (1 − m_i/(2λ))_+ gives exactly this.
-For certification the box brings nothing when λ ≤ 1/2: every coordinate has room ≥ 1/2, so moving
-one coordinate by its room alone leaves overlap ≤ 1 − 1/(4λ) ≤ 1/2 ≤ t, and the radius is reached
-on the first, plain piece 1 − r/(2λ). The gains start at λ > 1/2 and grow with λ.
+Everything here lives in the unit box [0, 1]^d with the noise half-width ``lam`` in box units (callers
+rescale). The prediction at x + δ is kept while the cube overlap O(δ) = Π_i (1 − |δ_i|/(2λ))_+ exceeds
+t = 1 − (p_A − p_B)/2 (Proposition 2.1/2.12), so a certified ℓ1 radius is sup{r : g(r) > t} for a lower
+bound g on the minimal overlap over the threat set {‖δ‖₁ ≤ r, x + δ in the box}: ``g_closed``
+(Corollary 2.7), ``g_floor`` (Proposition 2.5) and ``g_input`` (Theorem 2.8), from weakest to exact;
+they hold only inside the box. Derivation and the case λ < 1/2 in ``docs/box.md``.
 """
 
 from __future__ import annotations

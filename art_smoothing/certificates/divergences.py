@@ -1,67 +1,12 @@
 """Divergence-based certificates (Li et al., 2019; Hayes, 2020, Table 1 and Section 2.3), re-derived.
 
-The argument (Hayes, equations (3)–(8)): let P be the class distribution of the base classifier f
-under the noise at x, Q the one at x' = x + δ. For any divergence D with the data-processing
-inequality, D(Q‖P) ≤ D(noise at x' ‖ noise at x) =: g(δ). If every Q whose top class is not the top
-class A of P has D(Q‖P) ≥ h, then g(δ) < h certifies x'. This module gives, as torch functions,
-
-* the **flip bounds** h(p_a, p_b) = min{ D(Q‖P) : P consistent with the bounds, Q flipped }, and
-* the **Gaussian radii**: the largest ‖δ‖₂ with g(δ) ≤ h for N(0, σ²I) (σ = per-coordinate std).
-
-How every flip bound is derived (and why it only depends on (p_a, p_b))
------------------------------------------------------------------------
-*Reduction to three outcomes.* If Q flips, some class B ≠ A has q_B ≥ q_A. Merging all classes
-except A and B (a deterministic map) can only decrease D (data processing), so it suffices to
-consider P = (a, b, c), Q = (q_A, q_B, q_C) with q_B ≥ q_A, where a = P(A), b = P(B),
-c = 1 − a − b ≥ 0. Each D(·‖P) below is convex in Q (f-divergences are jointly convex; for Rényi,
-D_α is a monotone function of the convex/concave sum Σ q^α p^(1−α)); its unconstrained minimiser Q = P
-violates q_B ≥ q_A (a > b), so the constrained minimum lies on the boundary q_A = q_B.
-
-*Worst P.* Every closed form h(a, b) below is non-decreasing in a and non-increasing in b (shown per
-divergence), so over all P with P(A) ≥ p_a and P(B) ≤ p_b the minimum is at a = p_a, b = p_b: h is
-evaluated at the bounds themselves. The binary form is p_b = 1 − p_a (c = 0).
-
-Per divergence (s = (√a − √b)², Z = 2√(ab) + c = 1 − s):
-
-=============  ==========================  =====================================  ==============================
-divergence     min over flipped Q          D between N(0,σ²I), N(δ,σ²I), r = ‖δ‖₂  certified radius
-=============  ==========================  =====================================  ==============================
-KL             −log Z                      r²/(2σ²)                               σ √(−2 log Z)
-Rényi α > 0    −log(c + 2 M_{1−α}(a, b))   α r²/(2σ²)                             sup_α σ √(−2 log(…)/α)
-χ² (Pearson)   (a−b)²/((a+b) − (a−b)²)     exp(r²/σ²) − 1                         σ √(log((a+b)/((a+b)−(a−b)²)))
-Hellinger H²   1 − √(1 − s/2)              1 − exp(−r²/(8σ²))                     σ √(−4 log(1 − s/2))
-Bhattacharyya  −½ log(1 − s/2)             r²/(8σ²)                               σ √(−4 log(1 − s/2))
-TV             (a − b)/2                   2Φ(r/(2σ)) − 1                         2σ Φ⁻¹(½ + (a − b)/4)
-=============  ==========================  =====================================  ==============================
-
-M_q(a, b) = ((a^q + b^q)/2)^(1/q) is the power mean. The minimisers: KL, Q ∝ (√(ab), √(ab), c)
-(KKT); Rényi/χ², Q ∝ (p′/2, p′/2, c) with p′ = 2M_{1−α}(a, b) (Hölder), χ² being Rényi at α = 2
-(χ² = exp(D₂) − 1, p′ = 4ab/(a+b)); Hellinger/Bhattacharyya, maximise the Bhattacharyya coefficient
-Σ√(q p) on q_A = q_B by Cauchy–Schwarz: max = √(1 − s/2); TV, move (a − b)/2 from A to B (and
-TV ≥ max(a − q_A, q_B − b) ≥ (a − b)/2 for any flipped Q).
-
-Corrections to Hayes' Table 1 (found by these derivations and by the tests, which compare every
-radius with Cohen et al.'s tight Gaussian radius on a dense grid):
-
-* **TV radius over-claims as printed.** Table 1 gives 2σΦ⁻¹(|p1 − p2|/2 + 1/2), which solves
-  2Φ(r/2σ) − 1 < |p1 − p2| — twice the flip bound |p1 − p2|/2 of its own second column. Near
-  p_a = ½ it is ≈ 2× Cohen's tight radius, i.e. it certifies points that can be attacked. Corrected:
-  2σΦ⁻¹(½ + (p_a − p_b)/4) (≈ Cohen's radius to first order near ½, as Hayes' text says TV should be).
-* **KL divergence between the Gaussians is r²/(2σ²), not r²/σ²** (Table 1 uses the GN(0, σ, 2)
-  parameterisation, whose std is σ/√2, while its other rows use std σ). With std σ the KL radius is
-  σ√(−2 log Z) — √2 larger than Table 1's; Table 1's value is sound but loose by √2. In the binary
-  form the corrected KL radius equals the χ² radius exactly (both are σ√(−log(4 p_a(1 − p_a)))).
-* **Rényi orders.** Li et al. optimise over α > 1 only; every α > 0 is valid (D_α satisfies data
-  processing for all α ∈ (0, ∞)). α = 1/2 gives exactly the Bhattacharyya/Hellinger radius, α = 2 the
-  χ² radius and α → 1 the KL radius, so the optimised Rényi radius dominates all four.
-* The Bhattacharyya flip bound of Table 1, −log(((√p1 + √p2)² + 2(1 − p1 − p2)) / √(2(2√(p1p2) + 2 −
-  p1 − p2))), simplifies to −½ log(1 − s/2): the same as derived here.
-* Lecuyer et al.'s bound (quoted in Hayes §2.3) is re-derived in :func:`lecuyer_dp_radius`; it is sound
-  as printed.
-
-Numerics: all flip bounds use forms without catastrophic cancellation (Z = 2√(ab) + c when Z is
-small, log1p(−s) with s = ((a − b)/(√a + √b))² when s is small; (a+b) − (a−b)² =
-a(1−a) + b(1−b) + 2ab). Inputs are float tensors; certification uses float64.
+If D satisfies data processing, D(Q‖P) ≤ D(noise at x + δ ‖ noise at x) for the class distributions
+P, Q at x and x + δ; so δ is certified when that divergence stays below the smallest D(Q‖P) of a Q with
+another top class. This module gives, as torch functions, those **flip bounds** h(p_a, p_b) (KL, Rényi,
+χ², Hellinger, Bhattacharyya, TV) and the resulting **Gaussian ℓ2 radii** for N(0, σ²I), with
+Lecuyer et al.'s (2019) differential-privacy radius for comparison. The derivations, the table of
+closed forms, the corrections to Hayes' Table 1 (TV over-claims as printed; the KL row is loose by √2)
+and the numerics are in ``docs/divergences.md``.
 """
 
 from __future__ import annotations
@@ -205,7 +150,7 @@ def hellinger_flip_bound(p_a: torch.Tensor, p_b: torch.Tensor | None = None) -> 
 
 def bhattacharyya_flip_bound(p_a: torch.Tensor, p_b: torch.Tensor | None = None) -> torch.Tensor:
     """min D_B(Q, P) = −log Σ √(q p) over flipped Q: −½ log(1 − (√a − √b)²/2) (Hayes' Table 1 entry,
-    simplified; see the module docstring)."""
+    simplified; see ``docs/divergences.md``)."""
     a, b, _ = split_probabilities(p_a, p_b)
     return -0.5 * torch.log1p(-0.5 * _sqrt_gap_sq(a, b))
 
@@ -294,8 +239,9 @@ def renyi_radius(p_a: torch.Tensor, p_b: torch.Tensor | None, sigma: float, *, o
 
 
 def gaussian_radius(name: str, p_a: torch.Tensor, p_b: torch.Tensor | None, sigma: float) -> torch.Tensor:
-    """ℓ2 radius of N(0, σ²I) from divergence ``name`` (closed forms of the module docstring's table):
-    the largest r with D_Gauss(r) ≤ min over flipped Q. Differentiable in (p_a, p_b).
+    """ℓ2 radius of N(0, σ²I) from divergence ``name`` (closed forms of the table in
+    ``docs/divergences.md``): the largest r with D_Gauss(r) ≤ min over flipped Q. Differentiable in
+    (p_a, p_b).
 
     ``name`` is one of :data:`DIVERGENCES`; "renyi" and "lecuyer_dp" optimise a parameter (see
     :func:`renyi_radius`, :func:`lecuyer_dp_radius`).

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from art_smoothing.checks import check_int
+
 __all__ = ["conversion_factor", "dual_norm", "norm_name", "parse_norm"]
 
 _ALIASES = {
@@ -83,6 +85,4 @@ def conversion_factor(from_norm: float, to_norm: float, dim: int | None) -> floa
             f"Converting a {norm_name(from_norm)} radius to {norm_name(to_norm)} needs the input dimension: "
             "pass dim=<number of input features> (the estimator passes it for you)."
         )
-    if int(dim) < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}.")
-    return float(int(dim)) ** exponent
+    return float(check_int("dim", dim, 1)) ** exponent

@@ -2,114 +2,14 @@
 
 Reference: Zhang et al., *Filling the soap bubbles: efficient black-box adversarial certification
 with non-Gaussian smoothing* — Theorem 1 (dual form), Theorems 2, 5 and 6 (worst perturbation),
-Algorithms 1–2 (Monte Carlo). What follows re-derives what is implemented.
+Algorithms 1–2 (Monte Carlo).
 
-Setting
--------
-π0 is the density of the noise z, π_δ that of z + δ. For a lower bound p_a on P(f(x+z) = A) the
-adversary's best base classifier (any f with values in [0, 1], F[0,1] in the paper) gives
-
-    V(p_a, δ) = min { E_{π_δ}[f] : E_{π0}[f] ≥ p_a }.
-
-**Dual form / Neyman–Pearson (Theorem 1).** Write S(w) = log π0(w) − log π0(w − δ) and, for a
-threshold c, A_c = {S ≥ c} = {π_δ ≤ e^{−c} π0}. For every f with E_{π0} f ≥ p_a,
-
-    E_{π_δ} f − e^{−c} E_{π0} f = ∫ f (π_δ − e^{−c} π0) ≥ ∫_{A_c} (π_δ − e^{−c} π0)
-
-(the integrand is ≤ 0 on A_c and > 0 off it, and 0 ≤ f ≤ 1), hence
-
-    V(p_a, δ) ≥ B(c) := P_{π_δ}(A_c) + e^{−c} (p_a − P_{π0}(A_c))   for every real c.      (1)
-
-This is the paper's dual bound λ p_a − D(λπ0 ‖ π_δ) with λ = e^{−c}, and the optimal λ is a
-likelihood-ratio threshold: at c* with P_{π0}(A_c*) = p_a, (1) is attained by f = 1[A_c*] (with
-randomisation on an atom), so max_c B(c) = V exactly. There is no λ grid to lose radius on: the
-only λ that matters is e^{−c*}, a quantile of S, located below with a pilot sample.
-
-**One sample serves both measures.** For symmetric noise (π0(−z) = π0(z)), S(z + δ) with z ~ π0
-has the law of −S(z) (substitute z → −z). With F(s) = P(S ≤ s), G(s) = P(S ≥ s), S = S(z), z ~ π0:
-
-    B(c) = F(−c) + e^{−c} (p_a − G(c)).                                                     (2)
-
-**Certificate.** Binary: the prediction is certified at δ when V > 1/2. At the optimum
-F(−c) = 1/2, so the critical p_a at radius r is p*(r) = G(c) at c = −median(S); with bounds,
-
-    p*(r) = min_c [ G(c) + e^{c} (1/2 − F(−c)) ],   certified iff p_a > p*(r),              (3)
-
-with G, F replaced by sound confidence bounds below.
-
-Multiclass (p_b an upper bound on the runner-up): by the same argument with the inequality reversed,
-max { E_{π_δ} g : E_{π0} g ≤ p_b } ≤ 1 − B(c; 1 − p_b), so the prediction is certified when
-
-    V⁻(p_a) + V⁻(1 − p_b) > 1,   V⁻(p) = max(0, max_c [F(−c) + e^{−c} (p − G(c))]).          (4)
-
-Every step is monotone in the probabilities (increasing in p_a, in F; decreasing in p_b, in G), so
-lower confidence bounds on p_a and F and upper bounds on p_b and G keep it sound.
-
-**Worst perturbation (Theorems 2, 5, 6).** Let π0 be symmetric in every coordinate and non-increasing
-in every |z_i| when the others are fixed. Then D(λ, δ) = ∫ (λπ0 − π_δ)₊ is non-decreasing in every
-|δ_i|. A derivative-free proof: along the lines parallel to e_i, ∫ (λa(u) − b(u − s))₊ du
-= λ∫a − ∫ min(λa(u), b(u − s)) du with a, b symmetric unimodal in u; the last integral is
-∫_0^∞ |{λa > y} ∩ ({b > y} + s)| dy, and the overlap of two centred intervals shrinks with |s|.
-Since V(δ) = max_λ [λ p_a − D(λ, δ)] (strong duality), V is smallest where every D(λ, ·) is largest:
-
-* ℓ∞ ball ‖δ‖∞ ≤ r: at δ* = (r, …, r) (flip signs, then raise every |δ_i| to r) — mixed-norm,
-  Gaussian, Laplace and uniform noise;
-* ℓ2 ball, rotation-invariant π0: at δ* = (r, 0, …, 0) — power-law and Gaussian noise.
-
-**Bounded means instead of tail counts.** Change of measure gives F(−c) = P_{π_δ}(S(w) ≥ c)
-= E_{π0}[e^{−S} 1(S ≥ c)] (on {π0 = 0}, S = −∞, so nothing is missed for finite c) and, the same way
-from π_δ to π0, 1 − G(c) = P(S < c) = E[e^{−S} 1(S > −c)]. Hence, with
-X_c = 1(S ≥ c)(1 − e^{c − S}) ∈ [0, 1],
-
-    B(c) = e^{−c} (p_a − E[X_c]),   p*(c) = e^{c}/2 + E[X_c],   E[X_c] = 1 − e^{c} + e^{c} E[X_{−c}].   (5)
-
-E[X_c] is bounded from above three ways and the smallest bound is used:
-
-* (a) E[X_c] = G(c) − e^{c} F(−c) ≤ G⁺(c) − e^{c} F⁻(−c): exact one-sided Clopper–Pearson bounds on the
-  binomial counts n·G(c) and n·F(−c) (the paper's quantities; best for atoms);
-* (b) the empirical-Bernstein bound (Maurer & Pontil, 2009, Theorem 4) on the mean of X_c ∈ [0, 1];
-* (c) 1 − e^{c} + e^{c} × the empirical-Bernstein bound on the mean of X_{−c} ∈ [0, 1].
-
-The importance-weighted forms have far smaller variance than tail counts: for Gaussian noise at
-the binary optimum the standard deviation per sample of (c) is 0.12 / 0.18 / 0.027 at
-r/σ = 0.25 / 1 / 2.33 against 0.97 / 0.67 / 0.13 for (a), so a few 10⁵ samples give radii within
-~1 % of the exact value.
-
-**Monte Carlo soundness.** The law of S depends on the noise, d and r, never on the input, so it
-is sampled once per (noise, d) from a fixed internal seed:
-
-1. a *pilot* sample (independent stream) chooses, for every radius r_i of a grid, the thresholds
-   c_ij: the binary optimum c = −median(S) together with c = −quantile_{0.45}(S), −quantile_{0.55}(S)
-   (these catch an atom of S at the median, e.g. Laplace's), each moved by 10⁻⁶(1 + |c|) past the
-   pilot value, and the multiclass levels G(c) = p_j for p_j in :data:`P_LEVELS`. Because the
-   thresholds are fixed before the main sample is drawn,
-2. on the *main* sample the four confidence bounds of (a)–(c) at every c_ij are valid. A Bonferroni
-   union over all of them — half of ``alpha`` on the 4·R·3 bounds of the binary thresholds, half on
-   the 4·R·(J − 3) multiclass ones — makes every table entry hold at once with probability
-   ≥ 1 − ``alpha``, whatever p_a, p_b and r are looked up later.
-
-The pilot only places thresholds; a slightly-off threshold costs second order only, since
-d/dc p*(c) = e^{c}(1/2 − F(−c)) vanishes at the optimum F(−c) = 1/2.
-
-**Floating point.** Every bound above is monotone in S, so the engine uses S + 10⁻⁹(1 + |S|) — more
-than the float64 rounding error of the models' log-ratios — in place of the computed S: rounding
-can then only loosen the certificate. This matters at atoms of S (Laplace, uniform), where the
-rounding of a whole atom would otherwise decide which side of a threshold it falls on.
-
-**Failure probability (α accounting).** A noise using this engine sets ``certificate_alpha`` to the
-table's ``alpha``; :class:`art_smoothing.SmoothedClassifier` spends ``alpha − certificate_alpha`` on
-the vote counts, so each certificate fails with probability at most α = (votes) + (table). The
-table's failure event is shared by every input (one table serves all of them).
-
-**Table and conservative look-up.** For the radius grid r_1 < … < r_R the table stores p*(r_i) from
-(3), replaced by its running minimum from the right (certifying r_j certifies every ball inside it,
-so p*(r_i) ≤ p*(r_j) for j ≥ i is sound). The radius for p_a is the largest grid radius with
-p*(r_i) < p_a: rounded *down* to the grid, never interpolated up. The grid is dense (relative
-spacing ≈ 1 %) and reaches the radius where even p_a → 1 stops helping, estimated from the pilot.
-Per input this is one ``searchsorted``; the multiclass form is one (N, R, J) array operation.
-
-**Caching.** Tables are kept in memory per (noise, d, settings) and, optionally, on disk (``.npz``)
-under ``$ART_SMOOTHING_CACHE`` or ``~/.cache/art_smoothing``.
+A noise describes the law of its log-density ratio S at the worst perturbation of an ℓp ball (a
+:class:`LogRatioModel`, from ``noise.log_ratio_model(dim, norm)``); :func:`build_radius_table` turns a
+Monte Carlo sample of S into a :class:`RadiusTable` whose radii hold all at once with probability
+≥ 1 − ``alpha``, and :func:`variational_radius` looks radii up. The derivation and its soundness
+arguments (Neyman–Pearson dual, worst-perturbation lemma, confidence bounds, α accounting,
+conservative look-up; equations (1)–(5) cited in the code) are in ``docs/variational.md``.
 """
 
 from __future__ import annotations
@@ -128,6 +28,9 @@ import numpy as np
 import torch
 
 from art_smoothing.certificates.bounds import check_alpha, clopper_pearson_lower, clopper_pearson_upper
+from art_smoothing.certificates.norms import parse_norm
+from art_smoothing.checks import check_int
+from art_smoothing.storage import atomic_write, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +43,6 @@ __all__ = [
     "TableSettings",
     "UniformLogRatio",
     "build_radius_table",
-    "cache_dir",
     "clear_memory_cache",
     "empirical_bernstein_upper",
     "get_radius_table",
@@ -179,7 +81,7 @@ class LogRatioModel:
     of ``num`` independent z ~ π0 as float64 numpy arrays, and turns them into
     S = log π0(z) − log π0(z − δ*(r)) for the worst perturbation δ*(r) of the ℓ_p ball of radius r
     (numpy, vectorised). Requirements, stated by each model: π0 is symmetric (π0(−z) = π0(z)) and
-    δ*(r) is the worst case over the ball (the module docstring gives a sufficient condition).
+    δ*(r) is the worst case over the ball (``docs/variational.md`` gives a sufficient condition).
     """
 
     #: the norm of the certified balls
@@ -231,7 +133,7 @@ class LaplaceLogRatio(LogRatioModel):
     """I.i.d. Laplace(λ): S = Σ_i (|z_i − δ_i| − |z_i|)/λ.
 
     ℓ∞: δ* = r·1 is the worst case (coordinate-wise symmetric unimodal). ℓ1: δ = r e₁ is the direction
-    at which Teng et al.'s binary certificate is attained; the lemma of the module docstring does not
+    at which Teng et al.'s binary certificate is attained; the lemma of ``docs/variational.md`` does not
     prove it worst over the ℓ1 ball, so this model serves the cross-check against that closed form."""
 
     def __init__(self, scale: float, dim: int, norm: float = 1.0):
@@ -286,26 +188,21 @@ class UniformLogRatio(LogRatioModel):
 
 
 def log_ratio_model(noise, norm, dim: int) -> LogRatioModel:
-    """The engine's model of ``noise`` in ``norm`` and dimension ``dim``.
+    """The engine's model of ``noise`` in ``norm`` (``None``: the noise's own) and dimension ``dim``.
 
-    Noises that know their own ratio implement ``log_ratio_model(dim, norm)`` (power-law, mixed-norm);
-    the foundation noises are recognised by ``noise.name`` (no import, so noises and certificates stay
-    independent): Gaussian (ℓ2, ℓ∞), Laplace (ℓ1 direction e₁, ℓ∞) and uniform (ℓ∞).
+    The noise is asked (``noise.log_ratio_model(dim, norm)``, see
+    :meth:`art_smoothing.noise.Noise.log_ratio_model`), so this module never imports a noise.
+    Power-law (ℓ2) and mixed-norm (ℓ∞) noise have a model, and for cross-checks Gaussian (ℓ2, ℓ∞),
+    Laplace (ℓ1 direction e₁, ℓ∞) and uniform (ℓ∞) noise.
+
+    :raises ValueError: when the noise has no model in that norm.
     """
-    from art_smoothing.certificates.norms import parse_norm
-
     p = parse_norm(noise.norm if norm is None else norm)
-    if hasattr(noise, "log_ratio_model"):
-        return noise.log_ratio_model(dim, p)
-    params = noise.params()
-    name = getattr(noise, "name", "")
-    if name == "gaussian" and p in (2.0, math.inf):
-        return GaussianLogRatio(params["sigma"], dim, p)
-    if name == "laplace" and p in (1.0, math.inf):
-        return LaplaceLogRatio(params["scale"], dim, p)
-    if name == "uniform" and p == math.inf:
-        return UniformLogRatio(params["scale"], dim)
-    raise ValueError(f"The variational engine has no log-density-ratio model for {noise!r} in norm {norm!r}.")
+    ask = getattr(noise, "log_ratio_model", None)
+    model = None if ask is None else ask(dim, p)
+    if model is None:
+        raise ValueError(f"The variational engine has no log-density-ratio model for {noise!r} in norm {norm!r}.")
+    return model
 
 
 # ====================================================================== the table
@@ -329,14 +226,13 @@ class TableSettings:
     def __post_init__(self):
         check_alpha(self.alpha, "cert_alpha")
         for name, low in (("n_samples", 16), ("n_pilot", 16), ("n_radii", 2)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}.")
+            # stored as a Python int (the cache key is JSON)
+            object.__setattr__(self, name, check_int(name, getattr(self, name), low))
 
 
 @dataclass
 class RadiusTable:
-    """Certified radii of one (noise, norm, d) for every probability bound (module docstring).
+    """Certified radii of one (noise, norm, d) for every probability bound (``docs/variational.md``).
 
     ``p_star[i]``: the critical binary p_a of ``radii[i]`` (sound, non-decreasing). ``thresholds``
     and ``upper`` (R, J): the thresholds c and the upper bounds U(r, c) on E[X_c] of equation (5);
@@ -490,7 +386,7 @@ def _moments(s: np.ndarray, c: np.ndarray):
 
 
 def build_radius_table(model: LogRatioModel, settings: TableSettings | None = None) -> RadiusTable:
-    """Build the radius table of ``model`` (the module docstring gives the method and its soundness)."""
+    """Build the radius table of ``model`` (``docs/variational.md`` gives the method and its soundness)."""
     settings = settings or TableSettings()
     t0 = time.perf_counter()
     levels = np.asarray(P_LEVELS, dtype=np.float64)
@@ -557,12 +453,13 @@ _MEMORY: dict[str, RadiusTable] = {}
 _LOCK = threading.Lock()
 
 
-def cache_dir() -> str:
-    """Directory of on-disk tables: ``$ART_SMOOTHING_CACHE`` or ``~/.cache/art_smoothing``."""
-    return os.environ.get("ART_SMOOTHING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "art_smoothing")
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a name without it
+        np.savez(fh, **arrays)
 
 
 def clear_memory_cache() -> None:
+    """Forget the tables kept in memory (files of the disk cache stay)."""
     with _LOCK:
         _MEMORY.clear()
 
@@ -584,7 +481,7 @@ def get_radius_table(model: LogRatioModel, settings: TableSettings | None = None
         table = _MEMORY.get(key)
         if table is not None:
             return table
-        path = os.path.join(cache_dir(), f"variational-{key}.npz")
+        path = cache_dir(f"variational-{key}.npz")
         if disk_cache and os.path.isfile(path):
             try:
                 with np.load(path, allow_pickle=False) as data:
@@ -595,10 +492,7 @@ def get_radius_table(model: LogRatioModel, settings: TableSettings | None = None
         if table is None:
             table = build_radius_table(model, settings)
             if disk_cache:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = f"{path}.{os.getpid()}.tmp.npz"
-                np.savez(tmp, **table.to_arrays())
-                os.replace(tmp, path)
+                atomic_write(path, lambda tmp: _save_npz(tmp, table.to_arrays()))
         _MEMORY[key] = table
         return table
 

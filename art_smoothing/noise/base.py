@@ -21,14 +21,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from art_smoothing.certificates.norms import conversion_factor, norm_name, parse_norm
+from art_smoothing.checks import check_int, check_positive  # check_positive re-exported for the noises
 
-__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive"]
+if TYPE_CHECKING:
+    from art_smoothing.certificates.variational import LogRatioModel
+
+__all__ = ["CertificateContext", "CertificateSpec", "Noise", "certificate", "check_inside_box", "check_positive",
+           "standard_gamma"]
 
 
 def check_inside_box(x_min: float, x_max: float, lo: float, hi: float) -> None:
@@ -39,18 +44,6 @@ def check_inside_box(x_min: float, x_max: float, lo: float, hi: float) -> None:
             "hold for inputs in the box; clip the inputs, pass the classifier's true clip_values, or certify with "
             "box=False for the plain certificates."
         )
-
-
-def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
-    """Validate a real scalar parameter: finite and > 0 (or >= 0)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}.") from None
-    if not math.isfinite(v) or (v < 0 if allow_zero else v <= 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}.")
-    return v
 
 
 @dataclass(frozen=True)
@@ -90,16 +83,30 @@ class CertificateContext:
 
 def certificate(name: str, norm, *, box: bool = False, needs_dim: bool = False, differentiable: bool = True,
                 dominated_by: str | None = None):
-    """Mark a noise method as a certificate ``fn(self, p_a, p_b, ctx) -> radius`` in ``norm``."""
+    """Mark a noise method as a certificate ``fn(self, p_a, p_b, ctx) -> radius`` in ``norm``.
+
+    The decorator sets ``fn.certificate_spec``, a :class:`CertificateSpec` built from its arguments (see
+    there); every :class:`Noise` subclass collects the specs of its methods and of its bases' methods.
+    """
 
     def deco(fn):
-        fn._certificate_spec = CertificateSpec(
+        fn.certificate_spec = CertificateSpec(
             name=name, norm=parse_norm(norm), fn=fn, box=box, needs_dim=needs_dim, differentiable=differentiable,
             dominated_by=dominated_by,
         )
         return fn
 
     return deco
+
+
+def standard_gamma(concentration: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Exact Gamma(concentration, 1) draws, one per entry of ``concentration`` (same dtype and device), from
+    ``generator``.
+
+    torch's public gamma sampler (:class:`torch.distributions.Gamma`) takes no generator, so the operator
+    behind it, ``torch._standard_gamma``, is called here and nowhere else.
+    """
+    return torch._standard_gamma(concentration, generator=generator)
 
 
 def _as_prob_tensor(name: str, value, dtype, device=None) -> torch.Tensor:
@@ -138,8 +145,8 @@ class Noise:
         specs: dict[str, CertificateSpec] = {}
         for klass in reversed(cls.__mro__):
             for attr in vars(klass).values():
-                spec = getattr(attr, "_certificate_spec", None)
-                if spec is not None:
+                spec = getattr(attr, "certificate_spec", None)
+                if isinstance(spec, CertificateSpec):
                     specs[spec.name] = spec
         cls._certificates = specs
 
@@ -211,6 +218,17 @@ class Noise:
         """
         return x + z
 
+    # ------------------------------------------------------------------ variational engine
+    def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel | None:
+        """This noise's model for the variational engine (:mod:`art_smoothing.certificates.variational`):
+        the law of the log-density ratio at the worst perturbation of the ℓ_``norm`` ball (``None``: the
+        noise's own norm) in dimension ``dim``; ``None`` when the engine has no model for it (the default).
+
+        Noises certified by the engine implement it, and closed-form noises may, so that the engine can
+        be cross-checked against their exact radii.
+        """
+        return None
+
     # ------------------------------------------------------------------ certificates
     def _native_specs(self, *, box: bool) -> list[CertificateSpec]:
         return [s for s in self._certificates.values() if box or not s.box]
@@ -274,13 +292,11 @@ class Noise:
             # probabilities sum to at most 1); the smaller of the two is the better bound.
             pb = torch.minimum(pb, 1.0 - pa)
             certifiable = pa > pb
-        ctx = CertificateContext(dim=None if dim is None else int(dim))
+        ctx = CertificateContext(dim=check_int("dim", dim, 1, allow_none=True))
         if box:
-            ctx.x, ctx.clip_values = self._box_inputs(x, clip_values, pa.shape, dim, dtype)
-            ctx.dim = ctx.x.shape[-1]
+            ctx.x, ctx.clip_values = self._box_inputs(x, clip_values, pa.shape, ctx.dim, dtype)
+            ctx.dim = check_int("dim (features per input of x)", ctx.x.shape[-1], 1)
         if ctx.dim is not None:
-            if ctx.dim < 1:
-                raise ValueError(f"dim must be a positive integer, got {dim!r}.")
             self.validate_dim(ctx.dim)
         # Feed certificates only certifiable entries (safe values elsewhere) so that no NaN or
         # infinite gradient leaks from masked entries.

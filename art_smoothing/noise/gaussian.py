@@ -3,9 +3,12 @@ divergence-based ℓ2 certificates compared by Hayes (2020, Table 1) and Lecuyer
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from art_smoothing.certificates import divergences
+from art_smoothing.certificates.variational import GaussianLogRatio, LogRatioModel
 from art_smoothing.noise.base import Noise, certificate, check_positive
 
 __all__ = ["GaussianNoise"]
@@ -33,6 +36,12 @@ class GaussianNoise(Noise):
     def _sample(self, size, *, generator, device, dtype):
         return torch.randn(size, generator=generator, device=device, dtype=dtype) * self.sigma
 
+    def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel | None:
+        """The variational engine's model in ℓ2 and ℓ∞ (:class:`GaussianLogRatio`), to cross-check the
+        engine against the exact radius of :meth:`_cohen`; ``None`` in other norms."""
+        p = self._parse_norm(norm)
+        return GaussianLogRatio(self.sigma, dim, p) if p in (2.0, math.inf) else None
+
     @certificate("cohen", norm=2)
     def _cohen(self, p_a, p_b, ctx):
         """Cohen, Rosenfeld & Kolter (2019), Theorem 1 (proof in their Appendix A, Neyman–Pearson).
@@ -49,7 +58,7 @@ class GaussianNoise(Noise):
     # ------------------------------------------------------------------ divergence certificates
     # All are sound but never larger than ``cohen`` (which is tight); they exist for comparison
     # (Hayes, 2020, Section 2.3 and Proposition 1). Formulas, derivations and the corrections made to
-    # Hayes' Table 1 are in :mod:`art_smoothing.certificates.divergences`.
+    # Hayes' Table 1 are in :mod:`art_smoothing.certificates.divergences` and ``docs/divergences.md``.
     @certificate("kl", norm=2, dominated_by="cohen")
     def _kl(self, p_a, p_b, ctx):
         """KL divergence (Hayes, Table 1, row 1; Li et al., 2019): R = σ √(−2 log(2√(p_a p_b) + 1 − p_a − p_b)).

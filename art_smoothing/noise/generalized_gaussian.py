@@ -1,64 +1,11 @@
 """Generalized Gaussian noise GN(0, σ, p) and its KL certificates in ℓp, ℓ1, ℓ2 and ℓ∞ (Hayes, 2020,
 Section 2.4, equations (13)–(21)).
 
-Coordinates are i.i.d. with density p/(2σΓ(1/p)) · exp(−|z/σ|^p) (Hayes, equation (13)), any real
-p ≥ 1: p = 1 is Laplace with scale σ, p = 2 is N(0, σ²/2), p → ∞ tends to the uniform law on (−σ, σ).
-
-Certificates (Hayes, equations (15)–(21), generalised and made sound for every real p ≥ 1)
-------------------------------------------------------------------------------------------
-With P, Q the class distributions of the base classifier at x and x' = x + δ, data processing gives
-KL(Q‖P) ≤ KL(GN(x', σ, p) ‖ GN(x, σ, p)) = Σ_i φ_p(δ_i/σ), where for W ~ GN(0, 1, p)
-
-    φ_p(t) = E|W + t|^p − E|W|^p          (per-coordinate KL of a shift t, symmetric in t),
-
-and every Q with another top class has KL(Q‖P) ≥ h = −log(2√(p_a p_b) + 1 − p_a − p_b)
-(:func:`art_smoothing.certificates.divergences.kl_flip_bound`). So an ℓq ball of radius ε is
-certified when K_q(ε) := sup_{‖δ‖_q ≤ ε} Σ_i φ_p(δ_i/σ) ≤ h; the radius is the largest such ε.
-
-Every bound below has the form φ_p(t) ≤ Σ_k c_k |t|^k with c_k ≥ 0 (a "family"); by Hölder,
-Σ_i |t_i|^k ≤ d^{max(0, 1 − k/q)} ‖t‖_q^k, hence K_q(ε) ≤ Σ_k c_k d^{max(0, 1 − k/q)} (ε/σ)^k (q = ∞:
-factor d). This is Hayes' equation (21) for q = p; for even p it is *exact* (all terms are maximised by
-the same δ, equal coordinates). The certificate solves the polynomial inequality for ε by
-bisection, vectorised over inputs, and takes the best family. μ_k = E|W|^k = Γ((k+1)/p)/Γ(1/p).
-
-* **Even integer p — exact** (Hayes, equation (14)): (W + t)^p expanded binomially, odd moments
-  vanish: φ_p(t) = Σ_{k even, 2 ≤ k ≤ p} C(p, k) μ_{p−k} t^k.
-* **Odd integer p ≥ 3 — Hayes' equation (14) is an upper bound, not the KL** (the binomial expansion
-  applies to (W + t)^p, not |W + t|^p). Proof: |x|^p = x^p + 2(−x)_+^p for odd p, so
-  E|W + t|^p = E(W + t)^p + 2E(−W − t)_+^p ≤ E(W + t)^p + 2E(−W)_+^p = E(W + t)^p + E|W|^p for t ≥ 0
-  (by symmetry for t < 0), and E(W + t)^p = Σ_{k odd} C(p, k) μ_{p−k} t^k.
-* **Real p > 2 (all p; the only bound for non-integer p > 2) — Taylor–Hölder bound.** Eq. (14) has
-  no meaning for non-integer p (the sum runs k = 1..p). Derivation: |x|^p is C² for p ≥ 2, so
-  |w + t|^p = |w|^p + p sgn(w)|w|^{p−1} t + p(p−1) t² ∫₀¹ (1 − s)|w + st|^{p−2} ds; the linear term
-  has mean 0 (W symmetric), so φ_p(t) = p(p−1) t² ∫₀¹ (1 − s) E|W + st|^{p−2} ds (exact). Let
-  q = p − 2, m = 2⌊q/2⌋, M = m + 2, θ = (q − m)/2 ∈ [0, 1). Hölder (log-convexity of moments) gives
-  E|X|^q ≤ (E X^m)^{1−θ} (E X^M)^θ; for X = W + u the even moments are polynomials,
-  E(W + u)^n = μ_n (1 + Σ_{i≥1} C(n, 2i) μ_{n−2i} u^{2i}/μ_n), and the weighted AM–GM inequality
-  (1 + a)^{1−θ}(1 + b)^θ ≤ 1 + (1 − θ)a + θb turns the product into a polynomial:
-
-      E|W + u|^q ≤ G (1 + Σ_{i≥1} e_i u^{2i}),   G = μ_m^{1−θ} μ_M^θ,
-      e_i = (1 − θ) C(m, 2i) μ_{m−2i}/μ_m + θ C(M, 2i) μ_{M−2i}/μ_M   (first term only for 2i ≤ m).
-
-  Integrating (∫₀¹ (1 − s)s^{2i} ds = 1/((2i+1)(2i+2))):
-  φ_p(t) ≤ p(p−1) G (t²/2 + Σ_{i≥1} e_i t^{2i+2}/((2i+1)(2i+2))). For even p (θ = 0) every step is an
-  equality and this is the exact formula above; between two even integers the coefficients are
-  continuous in p and tend to the exact ones at both ends.
-* **1 ≤ p ≤ 2 — two bounds.** (a) φ_p(t) ≤ |t|^p: ½(|w+t|^p + |w−t|^p) ≤ (w² + t²)^{p/2} (concavity
-  of y ↦ y^{p/2}) ≤ |w|^p + |t|^p (subadditivity), and E|W+t|^p = E ½(|W+t|^p + |W−t|^p) by symmetry.
-  This is Hayes' equation (20). (b) φ_p(t) ≤ ½ p(p−1) μ_{p−2} t² = p²Γ(2 − 1/p)/(2Γ(1/p)) · t²:
-  φ_p(0) = φ_p'(0) = 0 and φ_p''(t) = p(p−1) E|W + t|^{p−2} ≤ φ_p''(0), because |x|^{p−2} is symmetric
-  and non-increasing in |x| and W is symmetric unimodal (Anderson's inequality). (b) has no
-  dimension factor in ℓ2, so it gives the dimension-free ℓ2 certificate of these noises.
-* **p = 1 — exact.** φ_1(t) = |t| + e^{−|t|} − 1 (the Laplace KL); this is convex and increasing in
-  |t|, so its sup over the ℓ1 ball is at a vertex, (ε/σ) + e^{−ε/σ} − 1, and over the ℓ∞ ball
-  d((ε/σ) + e^{−ε/σ} − 1). Hayes' (20) (ε/σ ≤ h) drops the e^{−ε/σ} − 1 ≤ 0 term.
-
-Every radius is sound (a lower bound on the true one) because each K_q used is an upper bound on the
-KL over the ball and h is a lower bound on the KL needed to flip, monotone in (p_a, p_b).
-
-The curse of dimensionality (Hayes §3.3; Kumar et al., 2020): for p > 2 the t² term gets the factor
-d^{1 − 2/p} in ℓp, so at fixed variance the ℓp radius shrinks like d^{1/p − 1/2} — no better than
-converting the Gaussian ℓ2 radius to ℓp (tested in ``tests/test_generalized_gaussian.py``).
+Coordinates are i.i.d. with density p/(2σΓ(1/p)) · exp(−|z/σ|^p), any real p ≥ 1 (p = 1 is Laplace
+with scale σ, p = 2 is N(0, σ²/2)). The certificates bound the KL divergence between shifted noises by
+polynomial "families" φ_p(t) ≤ Σ_k c_k |t|^k (exact for even p and p = 1; Hayes' equation (14)
+corrected for odd p; a Taylor–Hölder bound for every real p > 2; two bounds for 1 ≤ p ≤ 2) and solve
+for the radius. The derivations and their soundness arguments are in ``docs/generalized_gaussian.md``.
 """
 
 from __future__ import annotations
@@ -71,7 +18,7 @@ import torch
 
 from art_smoothing.certificates.divergences import kl_flip_bound
 from art_smoothing.certificates.norms import parse_norm
-from art_smoothing.noise.base import Noise, certificate, check_positive
+from art_smoothing.noise.base import Noise, certificate, check_positive, standard_gamma
 
 __all__ = ["MAX_CERTIFIED_P", "GeneralizedGaussianNoise", "KLBoundFamily", "kl_coordinate_families"]
 
@@ -109,7 +56,8 @@ class KLBoundFamily(NamedTuple):
 
 
 def kl_coordinate_families(p: float) -> list[KLBoundFamily]:
-    """The polynomial upper bounds on the per-coordinate KL φ_p used for GN(0, σ, p) (module docstring).
+    """The polynomial upper bounds on the per-coordinate KL φ_p used for GN(0, σ, p)
+    (``docs/generalized_gaussian.md``).
 
     :raises ValueError: for p > :data:`MAX_CERTIFIED_P` (the bounds would need more than ~64 terms, and
         the ℓp radius is negligible there anyway: see the curse of dimensionality).
@@ -175,7 +123,7 @@ class GeneralizedGaussianNoise(Noise):
     :param p: shape p ≥ 1 (1 = Laplace with scale σ, 2 = Gaussian with std σ/√2). The noise's own
         norm is ℓp.
 
-    Certificates (see the module docstring; all from the KL divergence, Hayes 2020):
+    Certificates (see ``docs/generalized_gaussian.md``; all from the KL divergence, Hayes 2020):
     ``kl`` in ℓp (needs the dimension for p > 2), ``kl_l1`` and ``kl_l2`` (dimension-free), ``kl_linf``.
     Other norms are reached by sound conversion; ``method=None`` takes the best.
     """
@@ -190,7 +138,7 @@ class GeneralizedGaussianNoise(Noise):
         self._kl_families: list[KLBoundFamily] | None = None  # built on first use (not needed to sample)
         # The "kl" certificate's native norm is this instance's p (the decorator can only fix a
         # class-wide norm), and it needs the dimension exactly when p > 2 (d^{1 − k/p} factors).
-        specs = dict(type(self)._certificates)
+        specs = self.certificate_specs()  # the class's (a copy)
         specs["kl"] = dataclasses.replace(specs["kl"], norm=self.p, needs_dim=self.p > 2.0)
         self._certificates = specs
 
@@ -227,7 +175,7 @@ class GeneralizedGaussianNoise(Noise):
             z = torch.randn(size, generator=generator, device=device, dtype=work).mul_(self.sigma / math.sqrt(2.0))
             return z if z.dtype == dtype else z.to(dtype)
         shape = torch.full(size, 1.0 + 1.0 / self.p, dtype=work, device=device)
-        x = torch._standard_gamma(shape, generator=generator)
+        x = standard_gamma(shape, generator=generator)
         v = torch.rand(size, generator=generator, device=device, dtype=work).mul_(2.0).sub_(1.0)
         z = x.pow_(1.0 / self.p).mul_(v).mul_(self.sigma)
         return z if z.dtype == dtype else z.to(dtype)
@@ -235,7 +183,7 @@ class GeneralizedGaussianNoise(Noise):
     # ------------------------------------------------------------------ KL bounds
     def kl_coordinate_bound(self, t) -> torch.Tensor:
         """Upper bound on the per-coordinate KL φ_p(t) = KL(GN(σt, σ, p) ‖ GN(0, σ, p)) (t = shift/σ):
-        the smallest of the bounds of the module docstring (exact for even p and p = 1)."""
+        the smallest of the bounds of ``docs/generalized_gaussian.md`` (exact for even p and p = 1)."""
         t = torch.as_tensor(t, dtype=torch.float64).abs()
         best = None
         for fam in self._families:
@@ -290,7 +238,8 @@ class GeneralizedGaussianNoise(Noise):
     @certificate("kl", norm=2.0)  # native norm replaced by this instance's p in __init__
     def _kl_own(self, p_a, p_b, ctx):
         """KL certificate in the noise's own ℓp (Hayes, equations (20)–(21), generalised and made sound
-        for every real p ≥ 1: module docstring). For p > 2 it depends on the dimension."""
+        for every real p ≥ 1: ``docs/generalized_gaussian.md``). For p > 2 it depends on the
+        dimension."""
         return self._kl_radius(p_a, p_b, ctx, self.p)
 
     @certificate("kl_l1", norm=1)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from art_smoothing.certificates.variational import LaplaceLogRatio, LogRatioModel
 from art_smoothing.noise.base import Noise, certificate, check_positive
 
 __all__ = ["LaplaceNoise"]
@@ -37,6 +38,12 @@ class LaplaceNoise(Noise):
         u = torch.rand(size, generator=generator, device=device, dtype=dtype).mul_(2.0).sub_(1.0)
         mag = torch.log1p(-u.abs().clamp_(max=1.0 - torch.finfo(dtype).eps))
         return mag.mul_(-self.scale).mul_(torch.sign(u))
+
+    def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel | None:
+        """The variational engine's model in ℓ1 (direction e₁) and ℓ∞ (:class:`LaplaceLogRatio`), to
+        cross-check the engine against :meth:`_teng`; ``None`` in other norms."""
+        p = self._parse_norm(norm)
+        return LaplaceLogRatio(self.scale, dim, p) if p in (1.0, math.inf) else None
 
     @certificate("teng", norm=1)
     def _teng(self, p_a, p_b, ctx):

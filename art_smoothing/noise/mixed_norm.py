@@ -11,7 +11,7 @@ from scipy import special
 
 from art_smoothing.certificates.variational import LogRatioModel
 from art_smoothing.noise.base import certificate
-from art_smoothing.noise.power_law import _TabulatedNoise
+from art_smoothing.noise.tabulated import TabulatedNoise
 
 __all__ = ["MixedNormLogRatio", "MixedNormNoise"]
 
@@ -151,8 +151,7 @@ class _LogConcaveSampler:
 
 class MixedNormLogRatio(LogRatioModel):
     """Engine model of :class:`MixedNormNoise`: δ* = r·1 (Theorem 5; the density is symmetric in
-    every coordinate and non-increasing in every |z_i|, see the lemma in
-    :mod:`art_smoothing.certificates.variational`), and
+    every coordinate and non-increasing in every |z_i|, see the lemma in ``docs/variational.md``), and
 
         S = log π0(z) − log π0(z − r1) = k log(‖z − r1‖∞/‖z‖∞) + (d r² − 2 r Σ_i z_i)/(2σ²),
 
@@ -174,7 +173,7 @@ class MixedNormLogRatio(LogRatioModel):
         parts = {"linf": [], "zmax": [], "zmin": [], "sum": []}
         step = max(1, (1 << 21) // self.dim)
         for s in range(0, num, step):
-            z = self.noise._draw_numpy(min(step, num - s), self.dim, generator)
+            z = self.noise.draw_numpy(min(step, num - s), self.dim, generator)
             zmax, zmin = z.max(axis=1), z.min(axis=1)
             parts["zmax"].append(zmax)
             parts["zmin"].append(zmin)
@@ -191,7 +190,7 @@ class MixedNormLogRatio(LogRatioModel):
         return s
 
 
-class MixedNormNoise(_TabulatedNoise):
+class MixedNormNoise(TabulatedNoise):
     """ℓ∞ mixed-norm noise: density π0(z) ∝ ‖z‖∞^(−k) exp(−‖z‖₂²/2σ²) on R^d (Zhang et al., eq. (9)).
 
     Normalisable iff 0 ≤ k < d: the set {‖z‖∞ ≤ t} has volume (2t)^d, so ‖z‖∞^(−k) is integrable at 0
@@ -211,15 +210,15 @@ class MixedNormNoise(_TabulatedNoise):
     k = 0 is drawn directly as N(0, σ²I) (the same law).
 
     **Certificate** ``"variational"`` (ℓ∞, needs ``dim``): the Monte Carlo dual bound of
-    :mod:`art_smoothing.certificates.variational` at the worst perturbation δ* = (r, …, r)
-    (Theorem 5), binary and multiclass forms, through a radius table built once per (noise, d); sound
-    with probability ≥ 1 − ``cert_alpha``. ℓ2 (and ℓ1) radii follow by the base class's sound
-    conversion (an ℓ2 ball of radius r lies inside the ℓ∞ ball of radius r).
+    :mod:`art_smoothing.certificates.variational` (``docs/variational.md``) at the worst perturbation
+    δ* = (r, …, r) (Theorem 5), binary and multiclass forms, through a radius table built once per
+    (noise, d); sound with probability ≥ 1 − ``cert_alpha``. ℓ2 (and ℓ1) radii follow by the base
+    class's sound conversion (an ℓ2 ball of radius r lies inside the ℓ∞ ball of radius r).
 
     The certificate is a table look-up, not a differentiable function of p_a: training objectives that
     need ``certified_radius_torch`` (MACER) are not available with this noise.
 
-    See :class:`art_smoothing.noise.power_law._TabulatedNoise` for the keyword parameters.
+    See :class:`~art_smoothing.noise.tabulated.TabulatedNoise` for the keyword parameters.
     """
 
     norm = math.inf
@@ -283,9 +282,10 @@ class MixedNormNoise(_TabulatedNoise):
         z.scatter_(1, j[:, None], (sign_j * m)[:, None])
         return z
 
-    def _draw_numpy(self, num: int, dim: int, generator) -> np.ndarray:
-        """Draws of the same law as :meth:`_draw` with numpy arithmetic on the CPU (CPU generator):
-        used to build certificate tables (float64, single-threaded, predictable speed)."""
+    def draw_numpy(self, num: int, dim: int, generator: torch.Generator) -> np.ndarray:
+        """``num`` exact draws in R^dim, float64 ``(num, dim)``, of the same law as :meth:`sample`, with numpy
+        arithmetic on the CPU from a CPU ``generator``: what :class:`MixedNormLogRatio` builds certificate
+        tables from (float64, single-threaded, predictable speed)."""
         s = np.exp(self._radial_sampler(dim).sample(num, generator))
         m = self.sigma * s
         j = torch.randint(dim, (num,), generator=generator).numpy()
@@ -316,7 +316,7 @@ class MixedNormNoise(_TabulatedNoise):
     @certificate("variational", norm=math.inf, needs_dim=True, differentiable=False)
     def _variational(self, p_a, p_b, ctx):
         """Zhang et al. (2020), Theorem 1 with δ* = (r, …, r) (Theorem 5), evaluated through the
-        likelihood-ratio threshold form and bounded with Clopper–Pearson + Bonferroni (module
-        :mod:`art_smoothing.certificates.variational`). Lower bound on the true ℓ∞ radius with
+        likelihood-ratio threshold form and bounded with Clopper–Pearson + Bonferroni
+        (``docs/variational.md``). Lower bound on the true ℓ∞ radius with
         probability ≥ 1 − cert_alpha; monotone in p_a (and in p_b)."""
         return self._table_radius(p_a, p_b, ctx)

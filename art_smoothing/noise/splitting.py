@@ -34,8 +34,9 @@ import math
 import numpy as np
 import torch
 
+from art_smoothing.checks import check_int
 from art_smoothing.noise.base import Noise, certificate, check_positive
-from art_smoothing.noise.uniform import BoxL1Certificates, UniformNoise
+from art_smoothing.noise.uniform import BoxL1Certificates, cube_linf_radius
 
 __all__ = ["DeterministicSplittingNoise", "SplittingNoise"]
 
@@ -117,9 +118,15 @@ class SplittingNoise(BoxL1Certificates, _SplittingBase):
         """x̃ = lo + min(s, w) + min(2λ, w)·⌈(x − lo − s)/(2λ)⌉ with the offsets s = ``z`` (broadcasting)."""
         return self._represent(z, self._cell_index(x, z))
 
-    # Theorem 2.11: Proposition 2.1 holds with the same per-coordinate agreement probability
-    # (1 − |δ_i|/(2λ))_+ as the cube overlap, so the uniform ℓ∞ certificate applies verbatim.
-    _cube = UniformNoise._cube
+    @certificate("cube", norm=math.inf, needs_dim=True)
+    def _cube(self, p_a, p_b, ctx):
+        """Theorem 2.11: Proposition 2.1 holds with the same per-coordinate agreement probability
+        (1 − |δ_i|/(2λ))_+ as the cube overlap, so the ℓ∞ certificate of uniform noise applies verbatim
+        (:meth:`art_smoothing.noise.uniform.UniformNoise._cube`): binary R = 2λ(1 − (3/2 − p_a)^{1/d}),
+        multiclass R = 2λ(1 − (1 − (p_a − p_b)/2)^{1/d}). Lower bound on the true radius: increasing in
+        p_a, decreasing in p_b.
+        """
+        return cube_linf_radius(self.scale, p_a, p_b, ctx.dim)
 
 
 class DeterministicSplittingNoise(_SplittingBase):
@@ -155,12 +162,8 @@ class DeterministicSplittingNoise(_SplittingBase):
 
     def __init__(self, scale: float, levels: int = 256, clip_values=(0.0, 1.0), offset_seed: int = 0):
         super().__init__(scale, clip_values)
-        if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or int(levels) < 2:
-            raise ValueError(f"levels must be an integer >= 2 (quantization levels of the inputs), got {levels!r}.")
-        if isinstance(offset_seed, bool) or not isinstance(offset_seed, (int, np.integer)) or offset_seed < 0:
-            raise ValueError(f"offset_seed must be an integer >= 0, got {offset_seed!r}.")
-        self.levels = int(levels)
-        self.offset_seed = int(offset_seed)
+        self.levels = check_int("levels (quantization levels of the inputs)", levels, 2)
+        self.offset_seed = check_int("offset_seed", offset_seed, 0)
         lo, hi = self.clip_values
         self.step = (hi - lo) / (self.levels - 1)
         m = 2.0 * self.scale / self.step

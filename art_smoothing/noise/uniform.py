@@ -8,9 +8,19 @@ import math
 import torch
 
 from art_smoothing.certificates import box as _box
+from art_smoothing.certificates.variational import LogRatioModel, UniformLogRatio
 from art_smoothing.noise.base import Noise, certificate, check_positive
 
-__all__ = ["BoxL1Certificates", "UniformNoise"]
+__all__ = ["BoxL1Certificates", "UniformNoise", "cube_linf_radius"]
+
+
+def cube_linf_radius(scale: float, p_a: torch.Tensor, p_b: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """ℓ∞ radius of a smoothing whose copies at x and x + δ agree with probability Π_i (1 − |δ_i|/(2λ))_+,
+    λ = ``scale``, in dimension ``dim`` (binary form when ``p_b`` is None): the certificate ``cube`` of
+    uniform and splitting noise, derived in :meth:`UniformNoise._cube`.
+    R = −2λ·expm1(log1p(−gap)/d), gap = p_a − ½ (binary) or (p_a − p_b)/2."""
+    gap = (p_a - 0.5) if p_b is None else 0.5 * (p_a - p_b)
+    return -2.0 * scale * torch.expm1(torch.log1p(-gap) / dim)
 
 
 class BoxL1Certificates:
@@ -70,7 +80,7 @@ class BoxL1Certificates:
         their room max(x_i, 1 − x_i), descending, with S_k their cumulative sums and
         P_k = Π_{i≤k}(1 − room_i/(2λ))_+; the minimal overlap is P_k(1 − (r − S_k)/(2λ)) on
         [S_k, S_{k+1}], so with K = #{k ≥ 1 : P_k > t}: R = S_K + 2λ(1 − t/P_K) (``inf`` if K = d).
-        Valid for every λ (see the box module for λ < 1/2); never below ``box_floor`` or the plain
+        Valid for every λ (see ``docs/box.md`` for λ < 1/2); never below ``box_floor`` or the plain
         radius, since it minimises over a subset of their threat sets.
         """
         x, lam, width = self._unit_box(ctx)
@@ -111,6 +121,11 @@ class UniformNoise(BoxL1Certificates, Noise):
     def _sample(self, size, *, generator, device, dtype):
         return torch.rand(size, generator=generator, device=device, dtype=dtype).mul_(2.0 * self.scale).sub_(self.scale)
 
+    def log_ratio_model(self, dim: int, norm=None) -> LogRatioModel | None:
+        """The variational engine's model in ℓ∞ (:class:`UniformLogRatio`), to cross-check the engine
+        against :meth:`_cube`; ``None`` in other norms."""
+        return UniformLogRatio(self.scale, dim) if self._parse_norm(norm) == math.inf else None
+
     @certificate("lipschitz", norm=1)
     def _lipschitz(self, p_a, p_b, ctx):
         """Voráček & Hein (2023): binary Corollary 2.4, R = 2λ(p_a − 1/2); multiclass Corollary 2.13,
@@ -129,6 +144,6 @@ class UniformNoise(BoxL1Certificates, Noise):
         Binary: need (1 − r/(2λ))^d > 3/2 − p_a, so R = 2λ(1 − (3/2 − p_a)^{1/d}).
         Multiclass (as in Proposition 2.12): need (1 − r/(2λ))^d > 1 − (p_a − p_b)/2,
         so R = 2λ(1 − (1 − (p_a − p_b)/2)^{1/d}). Computed as −2λ·expm1(log(·)/d) for accuracy.
+        Lower bound on the true radius: R is increasing in p_a and decreasing in p_b.
         """
-        gap = (p_a - 0.5) if p_b is None else 0.5 * (p_a - p_b)
-        return -2.0 * self.scale * torch.expm1(torch.log1p(-gap) / ctx.dim)
+        return cube_linf_radius(self.scale, p_a, p_b, ctx.dim)
