@@ -74,35 +74,24 @@ class _SmoothingParams(SmoothingEngine):
         self.fit_calls = 0
         self.gradient_calls = 0
         self.check_smoothing_params()
-        self._check_output_width()
         if self.device.type == "cpu":
             tune_cpu_allocator()  # forward passes reuse heap buffers instead of page-faulting (art_smoothing.runtime)
 
-    def _base_scores(self, x: np.ndarray) -> np.ndarray:
-        """The base classifier's scores on clean inputs (one check at construction)."""
-        raise NotImplementedError
-
-    def _check_output_width(self) -> None:
-        """Run one input through the base classifier and check it returns ``nb_classes`` scores: a model with
-        another width would make every vote count silently wrong (votes beyond nb_classes dropped, or one
-        class everywhere for a single-logit model)."""
-        try:
-            out = np.asarray(self._base_scores(np.zeros((1, *tuple(self.input_shape)), dtype=np.float32)))
-        except Exception as err:  # noqa: BLE001 - the user's model can fail in any way on a wrong shape
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"The base classifier fails on an input of shape (1, {', '.join(map(str, self.input_shape))})"
-                             f" ({type(err).__name__}: {first[:160]}); check input_shape.") from None
-        width = out.shape[-1] if out.ndim == 2 else None
-        if width == self.nb_classes:
+    def check_output_width(self, shape) -> None:
+        """Raise a clear ValueError unless the base classifier's outputs ``shape`` hold ``nb_classes`` scores per
+        input. Every forward pass is checked (a shape comparison): a model with another width would make every
+        vote count silently wrong (votes beyond nb_classes dropped, or one class everywhere for a single-logit
+        model)."""
+        shape = tuple(shape)
+        if len(shape) == 2 and shape[1] == self.nb_classes:
             return
-        if width == 1:
+        if len(shape) == 2 and shape[1] == 1:
             raise ValueError(
                 f"The base model returns a single score per input but nb_classes={self.nb_classes}: smoothing needs "
                 "one score per class (the vote is their argmax). For a binary model with one logit z, return "
                 "torch.cat([-z, z], dim=1) (or [0, z]) and use nb_classes=2.")
-        raise ValueError(f"The base model returns outputs of shape {out.shape[1:]} per input but nb_classes="
-                         f"{self.nb_classes}: give the model nb_classes outputs, or wrap it with nb_classes="
-                         f"{width if width else '<its number of outputs>'}.")
+        raise ValueError(f"The base model returns outputs of shape {shape[1:]} per input but nb_classes="
+                         f"{self.nb_classes}: give the model nb_classes outputs (or wrap it with the right nb_classes).")
 
     def check_smoothing_params(self) -> None:
         """Validate the smoothing parameters (they may have been assigned directly since construction)."""
@@ -325,8 +314,10 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
         return torch.as_tensor(x_np, device=self._device).to(x.dtype), y_pre
 
     def model_logits(self, x_pre: torch.Tensor) -> torch.Tensor:
-        """The model's outputs on preprocessed inputs (no postprocessing)."""
-        return self._model(x_pre)[-1]
+        """The model's outputs on preprocessed inputs (no postprocessing), checked to hold ``nb_classes`` scores."""
+        out = self._model(x_pre)[-1]
+        self.check_output_width(out.shape)
+        return out
 
     def base_logits(self, x: torch.Tensor, *, grad: bool = False) -> torch.Tensor:
         """Base classifier outputs for (already noisy) inputs on the device: preprocessing defences,
@@ -342,15 +333,6 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
 
     def base_labels(self, noisy: torch.Tensor) -> torch.Tensor:
         return self.base_logits(noisy).argmax(dim=-1)
-
-    def _base_scores(self, x: np.ndarray) -> np.ndarray:
-        was_training = self.model.training
-        self.set_eval()
-        try:
-            with torch.no_grad():
-                return self.base_logits(torch.as_tensor(x, device=self.device).to(self.noise_dtype)).cpu().numpy()
-        finally:
-            self.set_training_mode(was_training)
 
     # ------------------------------------------------------------------ gradients (EOT)
     def loss_gradient(self, x, y, training_mode: bool = False, **kwargs):
@@ -464,11 +446,9 @@ class NumpySmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, Classi
     noise_dtype = torch.float32
 
     def base_labels(self, noisy: torch.Tensor) -> torch.Tensor:
-        out = self._base_classifier.predict(noisy.cpu().numpy())
-        return torch.as_tensor(np.asarray(out).argmax(axis=-1), dtype=torch.int64)
-
-    def _base_scores(self, x: np.ndarray) -> np.ndarray:
-        return self._base_classifier.predict(x)
+        out = np.asarray(self._base_classifier.predict(noisy.cpu().numpy()))
+        self.check_output_width(out.shape)
+        return torch.as_tensor(out.argmax(axis=-1), dtype=torch.int64)
 
     def fit(self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, nb_epochs: int = 10, **kwargs) -> None:
         """Noise augmentation: every epoch the base classifier is fit once on freshly noised inputs.

@@ -136,10 +136,15 @@ class _Width(nn.Module):
 
 
 @pytest.mark.parametrize("outputs,match", [(1, "single score.*torch.cat"), (12, r"outputs of shape \(12,\)")])
-def test_model_output_width_must_match_nb_classes(outputs, match):
+def test_model_output_width_must_match_nb_classes(digits, outputs, match):
+    """Every path that runs the model checks the width: votes, gradients, training."""
     base = make_classifier(_Width(outputs), (1, 8, 8), 10)
-    with pytest.raises(ValueError, match=match):
-        SmoothedClassifier(base, noise=GaussianNoise(0.25))
+    sm = SmoothedClassifier(base, noise=GaussianNoise(0.25), seed=0, eot_samples=4)
+    x, y = digits.x_test[:2], digits.y_test[:2]
+    for call in (lambda: sm.predict(x), lambda: sm.certify(x, n=10), lambda: sm.loss_gradient(x, y),
+                 lambda: sm.fit(x, y, nb_epochs=1)):
+        with pytest.raises(ValueError, match=match):
+            call()
 
 
 def test_numpy_base_classifier_output_width_is_checked():
@@ -150,8 +155,9 @@ def test_numpy_base_classifier_output_width_is_checked():
     x = rng.uniform(0, 1, size=(60, 4)).astype(np.float32)
     clf = SklearnClassifier(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), clip_values=(0.0, 1.0))
     clf.nb_classes = 3  # a mismatched wrapper: votes for class 2 could never be counted right
+    sm = SmoothedClassifier(clf, noise=GaussianNoise(0.5), seed=0)
     with pytest.raises(ValueError, match="nb_classes=3"):
-        SmoothedClassifier(clf, noise=GaussianNoise(0.5))
+        sm.certify(x[:2], n=10)
 
 
 def test_gradients_refuse_bad_labels(digits):
