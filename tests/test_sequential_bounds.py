@@ -98,3 +98,147 @@ def test_randomized_cp_has_exact_coverage():
         ks = np.arange(n + 1)
         plain_miss = float(np.sum(binom.pmf(ks, n, p) * (clopper_pearson_lower(ks, n, alpha) > p)))
         assert plain_miss < alpha  # conservative: the slack the randomization spends
+
+
+# ====================================================================== certificate inversion
+SMALL_TABLE = {"mc_samples": 1 << 15, "table_radii": 256}  # as in test_variational: ~0.5 s per table
+
+
+def _noise_cases():
+    """(id, noise factory, certified_radius keywords, radius grid) for every noise of the package."""
+    from art_smoothing.noise import (
+        DeterministicSplittingNoise,
+        GaussianNoise,
+        GeneralizedGaussianNoise,
+        LaplaceNoise,
+        MixedNormNoise,
+        PowerLawNoise,
+        SplittingNoise,
+        UniformNoise,
+    )
+
+    grid = np.array([0.0, 0.01, 0.1, 0.25, 0.5, 1.0, 2.0, 50.0])
+    return [
+        ("gaussian-l2", lambda: GaussianNoise(0.25), {}, grid),
+        ("gaussian-linf", lambda: GaussianNoise(0.25), {"norm": "inf", "dim": 16}, grid / 4),
+        ("laplace-l1", lambda: LaplaceNoise(0.5), {}, grid),
+        ("uniform-l1", lambda: UniformNoise(0.5), {}, grid),
+        ("uniform-linf", lambda: UniformNoise(0.5), {"norm": "inf", "dim": 16}, grid / 20),
+        ("splitting-l1", lambda: SplittingNoise(0.75), {}, grid),
+        ("splitting-linf", lambda: SplittingNoise(0.75), {"norm": "inf", "dim": 16}, grid / 20),
+        ("deterministic-splitting", lambda: DeterministicSplittingNoise(0.5, levels=17), {}, grid),
+        ("gen-gaussian-l3", lambda: GeneralizedGaussianNoise(0.5, 3.0), {"dim": 8}, grid),
+        ("gen-gaussian-l2", lambda: GeneralizedGaussianNoise(0.5, 3.0), {"norm": 2}, grid),
+        ("power-law", lambda: PowerLawNoise(0.5, 2.0, **SMALL_TABLE), {"dim": 8}, grid),
+        ("mixed-norm", lambda: MixedNormNoise(0.5, 2.0, **SMALL_TABLE), {"dim": 8}, grid / 2),
+    ]
+
+
+def _reaches(noise, p, radius, p_b=None, **kwargs):
+    """The decision the inversion must invert: not abstaining and radius ≥ R."""
+    r = noise.certified_radius(p, p_b, **kwargs)
+    ok = p > 0.5 if p_b is None else p > np.minimum(p_b, 1.0 - p)
+    return ok & (r >= radius)
+
+
+def _check_inversion(noise, radius, p, p_b=None, **kwargs):
+    """required_p_a's contract, entrywise: where finite, p reaches the radius and the float just below
+    does not (the answer is the smallest float64 that reaches it); where inf, even p = 1 does not."""
+    finite = np.isfinite(p)
+    one = np.ones_like(radius)
+    assert np.all(_reaches(noise, np.where(finite, p, 1.0), radius, p_b, **kwargs) == finite)
+    below = np.nextafter(np.where(finite, p, 1.0), 0.0)
+    assert not np.any(_reaches(noise, below, radius, p_b, **kwargs) & finite)
+    assert not np.any(_reaches(noise, one, radius, p_b, **kwargs) & ~finite)
+    assert np.all(p[finite] <= 1.0) and np.all(p[finite] > 0.0)
+
+
+@pytest.mark.parametrize("case", _noise_cases(), ids=lambda c: c[0])
+def test_required_p_a_inverts_every_noise(case):
+    from art_smoothing.certificates.inversion import required_p_a
+
+    _, make, kwargs, grid = case
+    noise = make()
+    p = required_p_a(noise, grid, **kwargs)
+    assert p.shape == grid.shape
+    _check_inversion(noise, grid, p, **kwargs)
+    # Monotone in the radius; radius 0 means "not abstaining": the smallest float above 1/2.
+    assert np.all(p[1:] >= p[:-1])  # (inf ≥ inf holds; np.diff would give NaN)
+    assert p[0] == math.nextafter(0.5, 1.0)
+    # The largest requested radius (50) is beyond every bounded certificate (uniform, splitting, a table's
+    # last radius): impossible is inf. Unbounded ones (Gaussian, Laplace, KL) reach it only at p_A = 1.
+    unbounded = np.isinf(noise.certified_radius(1.0, **kwargs))
+    assert p[-1] == (1.0 if unbounded else np.inf)
+    # Multiclass form: a runner-up bound smaller than 1 − p_A can only help.
+    p_b = np.array([0.01, 0.1, 0.3])[:, None]
+    pm = required_p_a(noise, grid[None, :5], p_b=p_b, **kwargs)
+    assert pm.shape == (3, 5)
+    radii, p_bs = (np.broadcast_to(a, pm.shape).copy() for a in (grid[None, :5], p_b))  # writable for torch
+    _check_inversion(noise, radii, pm, p_bs, **kwargs)
+    assert np.all(pm[:, 1:] >= pm[:, :-1])
+
+
+def test_required_p_a_matches_closed_forms():
+    """Gaussian: Φ(R/σ); uniform (ℓ1): 1/2 + R/(2λ); a tabulated certificate: the float after the table's
+    critical p* at the first grid radius ≥ R (the look-up rounds radii down to the grid)."""
+    from art_smoothing.certificates.inversion import required_p_a
+    from art_smoothing.noise import GaussianNoise, PowerLawNoise, UniformNoise
+
+    radii = np.array([0.05, 0.1, 0.3, 0.6])
+    # 1e-15: a few float64 steps of the reference formulas' own rounding.
+    assert np.allclose(required_p_a(GaussianNoise(0.3), radii), norm.cdf(radii / 0.3), rtol=0, atol=1e-15)
+    assert np.allclose(required_p_a(UniformNoise(0.5), radii / 2), 0.5 + radii / 2, rtol=0, atol=1e-15)
+    noise = PowerLawNoise(0.5, 2.0, **SMALL_TABLE)
+    table = noise.radius_table(8)
+    r = np.array([0.0001, 0.2, 0.7, table.max_radius, table.max_radius * 1.001])
+    p = required_p_a(noise, r, dim=8)
+    first = np.searchsorted(table.radii, r[:-1], side="left")
+    assert np.array_equal(p[:-1], np.nextafter(table.p_star[first], 1.0))
+    assert np.isinf(p[-1])
+
+
+@pytest.mark.parametrize("method", [None, "box_input", "box_floor", "box_closed"])
+@pytest.mark.parametrize("noise_name", ["uniform", "splitting"])
+def test_required_p_a_with_box_certificates(method, noise_name):
+    from art_smoothing.certificates.inversion import required_p_a
+    from art_smoothing.noise import SplittingNoise, UniformNoise
+
+    noise = UniformNoise(0.75) if noise_name == "uniform" else SplittingNoise(0.75)
+    rng = np.random.default_rng(7)
+    x = rng.random((6, 4, 4))
+    x[0] = 0.5  # the centre of the box: the most room for the adversary
+    x[1] = np.round(x[1])  # a corner
+    clip = (0.0, 1.0)
+    grid = np.array([0.0, 0.1, 0.5, 1.0, 1.5, 3.0, 17.0])  # 16 = the box's ℓ1 diameter
+    p = required_p_a(noise, grid[None, :], method=method, x=x, clip_values=clip)
+    assert p.shape == (6, grid.size)
+    for g in range(grid.size):
+        _check_inversion(noise, np.full(6, grid[g]), p[:, g], method=method, x=x, clip_values=clip)
+    assert np.all(p[:, 1:] >= p[:, :-1])
+    # Per-input radii and one shared radius give the same answers as the grid's columns.
+    assert np.array_equal(required_p_a(noise, np.full(6, 0.5), method=method, x=x, clip_values=clip), p[:, 2])
+    assert np.array_equal(required_p_a(noise, 0.5, method=method, x=x, clip_values=clip), p[:, 2])
+    # The input-dependent certificate needs less at the corner than at the centre (more room there).
+    if method in (None, "box_input"):
+        assert np.all(p[1, 1:5] <= p[0, 1:5])
+
+
+def test_required_p_a_rejects_bad_input_with_useful_messages():
+    from art_smoothing.certificates.inversion import required_p_a
+    from art_smoothing.noise import GaussianNoise, UniformNoise
+
+    g = GaussianNoise(0.25)
+    with pytest.raises(ValueError, match=">= 0"):
+        required_p_a(g, [0.1, -0.2])
+    with pytest.raises(ValueError, match="NaN"):
+        required_p_a(g, [0.1, float("nan")])
+    with pytest.raises(ValueError, match="empty"):
+        required_p_a(g, [])
+    with pytest.raises(ValueError, match="must be a number"):
+        required_p_a(g, "far")
+    with pytest.raises(ValueError, match="p_b must hold probabilities"):
+        required_p_a(g, 0.1, p_b=1.5)
+    with pytest.raises(ValueError, match="pass dim"):
+        required_p_a(UniformNoise(0.5), 0.1, norm="inf")
+    with pytest.raises(ValueError, match="radius\\[None, :\\]"):
+        required_p_a(UniformNoise(0.5), [0.1, 0.2, 0.3], x=np.zeros((2, 4)), clip_values=(0, 1))
