@@ -197,30 +197,37 @@ def test_required_p_a_matches_closed_forms():
     assert np.isinf(p[-1])
 
 
-@pytest.mark.parametrize("method", [None, "box_input", "box_floor", "box_closed"])
 @pytest.mark.parametrize("noise_name", ["uniform", "splitting"])
-def test_required_p_a_with_box_certificates(method, noise_name):
+def test_required_p_a_with_box_certificates(noise_name):
     from art_smoothing.certificates.inversion import required_p_a
     from art_smoothing.noise import SplittingNoise, UniformNoise
 
-    noise = UniformNoise(0.75) if noise_name == "uniform" else SplittingNoise(0.75)
+    noise = UniformNoise(2.0) if noise_name == "uniform" else SplittingNoise(2.0)
     rng = np.random.default_rng(7)
     x = rng.random((6, 4, 4))
-    x[0] = 0.5  # the centre of the box: the most room for the adversary
-    x[1] = np.round(x[1])  # a corner
+    x[0] = 0.5  # the centre of the box: the adversary has the least room (1/2 per coordinate)
+    x[1] = np.round(x[1])  # a corner: the most room (1 per coordinate)
     clip = (0.0, 1.0)
     grid = np.array([0.0, 0.1, 0.5, 1.0, 1.5, 3.0, 17.0])  # 16 = the box's ℓ1 diameter
-    p = required_p_a(noise, grid[None, :], method=method, x=x, clip_values=clip)
-    assert p.shape == (6, grid.size)
-    for g in range(grid.size):
-        _check_inversion(noise, np.full(6, grid[g]), p[:, g], method=method, x=x, clip_values=clip)
-    assert np.all(p[:, 1:] >= p[:, :-1])
-    # Per-input radii and one shared radius give the same answers as the grid's columns.
-    assert np.array_equal(required_p_a(noise, np.full(6, 0.5), method=method, x=x, clip_values=clip), p[:, 2])
-    assert np.array_equal(required_p_a(noise, 0.5, method=method, x=x, clip_values=clip), p[:, 2])
-    # The input-dependent certificate needs less at the corner than at the centre (more room there).
-    if method in (None, "box_input"):
-        assert np.all(p[1, 1:5] <= p[0, 1:5])
+    answers = {}
+    for method in (None, "box_input", "box_floor", "box_closed"):
+        p = required_p_a(noise, grid[None, :], method=method, x=x, clip_values=clip)
+        assert p.shape == (6, grid.size)
+        for g in range(grid.size):
+            _check_inversion(noise, np.full(6, grid[g]), p[:, g], method=method, x=x, clip_values=clip)
+        assert np.all(p[:, 1:] >= p[:, :-1])
+        # Per-input radii and one shared radius give the same answers as the grid's columns.
+        assert np.array_equal(required_p_a(noise, np.full(6, 0.5), method=method, x=x, clip_values=clip), p[:, 2])
+        assert np.array_equal(required_p_a(noise, 0.5, method=method, x=x, clip_values=clip), p[:, 2])
+        answers[method] = p
+    # The certificates' documented order (input-dependent ≥ floor ≥ closed form) turns into the
+    # reverse order of the p_A they need; the best (None) needs the least.
+    assert np.array_equal(answers[None], answers["box_input"])
+    assert np.all(answers["box_input"] <= answers["box_floor"])
+    assert np.all(answers["box_floor"] <= answers["box_closed"])
+    # The input-dependent certificate needs less at the centre than at a corner, strictly at R = 1.
+    assert np.all(answers["box_input"][0] <= answers["box_input"][1])
+    assert answers["box_input"][0, 3] < answers["box_input"][1, 3]
 
 
 def test_required_p_a_rejects_bad_input_with_useful_messages():
