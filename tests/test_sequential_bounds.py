@@ -249,3 +249,290 @@ def test_required_p_a_rejects_bad_input_with_useful_messages():
         required_p_a(UniformNoise(0.5), 0.1, norm="inf")
     with pytest.raises(ValueError, match="radius\\[None, :\\]"):
         required_p_a(UniformNoise(0.5), [0.1, 0.2, 0.3], x=np.zeros((2, 4)), clip_values=(0, 1))
+
+
+# ====================================================================== look schedule
+def test_geometric_schedule_spends_alpha_as_documented():
+    from art_smoothing.certificates.sequential import LookSchedule
+
+    s = LookSchedule.geometric(10_000, 0.001)
+    assert s.looks == (64, 128, 256, 512, 1024, 2048, 4096, 10_000)  # 8192·√2 > 10 000: no look at 8192
+    assert math.isclose(math.fsum(s.alpha_looks), 0.001, rel_tol=1e-12)
+    assert s.final_alpha == 0.0005 and len(set(s.alpha_looks[:-1])) == 1
+    assert math.isclose(math.fsum(s.beta_looks[:-1]), s.beta, rel_tol=1e-12)
+    m = LookSchedule.geometric(10_000, 0.001, "multiclass")
+    assert m.looks == s.looks and np.allclose(m.alpha_looks, np.array(s.alpha_looks) / 2, rtol=1e-15, atol=0)
+    assert m.side_alpha == 0.0005 and m.side_beta == m.beta / 2
+    # A budget below the first look (times √ratio) is a single look: fixed-n CERTIFY at the full α.
+    one = LookSchedule.geometric(80, 0.01)
+    assert one.looks == (80,) and one.alpha_looks == (0.01,)
+    assert LookSchedule.geometric(1000, 0.01, first_look=100, ratio=3).looks == (100, 300, 1000)
+
+
+def test_final_look_bound_is_fixed_n_clopper_pearson_at_the_final_share():
+    from art_smoothing.certificates.sequential import LookSchedule, anytime_lower, anytime_upper
+
+    n, alpha = 10_000, 0.001
+    k = np.array([0, 1, 5000, 9000, 9900, 9990, 9999, 10_000])
+    s = LookSchedule.geometric(n, alpha)
+    assert np.array_equal(anytime_lower(s, k, n), clopper_pearson_lower(k, n, alpha / 2))
+    assert np.all(anytime_lower(s, k, n) >= clopper_pearson_lower(k, n, s.final_alpha))
+    m = LookSchedule.geometric(n, alpha, "multiclass")
+    assert np.array_equal(anytime_lower(m, k, n), clopper_pearson_lower(k, n, alpha / 4))
+    assert np.array_equal(anytime_upper(m, k, n), clopper_pearson_upper(k, n, alpha / 4))
+    # ... and an earlier look's bound is Clopper–Pearson at that look's share.
+    assert np.array_equal(anytime_lower(s, [10, 64], 64), clopper_pearson_lower([10, 64], 64, s.alpha_looks[0]))
+
+
+def test_best_case_bounds_sit_at_the_budget_for_default_schedules_and_are_maxima_otherwise():
+    from art_smoothing.certificates.sequential import LookSchedule, best_case_lower, best_case_upper
+
+    s = LookSchedule.geometric(2000, 0.01, "multiclass")
+    for t in s.looks[:-1]:
+        k = np.arange(0, t + 1, max(1, t // 17))
+        assert np.array_equal(best_case_lower(s, k, t), clopper_pearson_lower(k + s.n - t, s.n, s.final_alpha))
+        assert np.array_equal(best_case_upper(s, k, t), clopper_pearson_upper(k, s.n, s.final_alpha))
+    assert np.all(best_case_lower(s, [0, 2000], 2000) == 0) and np.all(best_case_upper(s, [0, 5], 2000) == 1)
+    # A hand-made schedule that spends most at the first look: the best case is a maximum over the looks.
+    h = LookSchedule(n=400, alpha=0.1, form="multiclass", looks=(50, 100, 400), alpha_looks=(0.04, 0.005, 0.005),
+                     beta=0.01, beta_looks=(0.0025, 0.0025, 0.0025))
+    k = np.arange(0, 51)
+    brute_lo = np.maximum(clopper_pearson_lower(k + 50, 100, 0.005), clopper_pearson_lower(k + 350, 400, 0.005))
+    brute_up = np.minimum(clopper_pearson_upper(k, 100, 0.005), clopper_pearson_upper(k, 400, 0.005))
+    assert np.array_equal(best_case_lower(h, k, 50), brute_lo)
+    assert np.array_equal(best_case_upper(h, k, 50), brute_up)
+
+
+# ====================================================================== the sequential decision loop
+def _run(schedule, noise, radii, probs, reps, rng, *, stop=True):
+    """The sequential decision loop on a multinomial stub: class 0 is c_A (fixed, as if by the selection
+    draws), votes arrive in order and only the counts at the looks matter, so each look adds a
+    multinomial batch of t_j − t_{j−1} draws. With ``stop`` an input stops at its first look where
+    every radius is decided and reports that look's radius; without, every input runs to the budget and
+    the per-look decisions are returned as well."""
+    from art_smoothing.certificates.sequential import sequential_decision
+
+    multiclass = schedule.form == "multiclass"
+    counts = np.zeros((reps, len(probs)), dtype=np.int64)
+    active = np.ones(reps, dtype=bool)
+    reported = np.zeros(reps)
+    stopped = np.zeros(reps, dtype=np.int64)
+    history, prev = [], 0
+    for t in schedule.looks:
+        counts += rng.multinomial(t - prev, probs, size=reps)
+        prev = t
+        idx = np.flatnonzero(active) if stop else np.arange(reps)
+        k_a = counts[idx, 0]
+        k_b = counts[idx, 1:].max(axis=1) if multiclass else None
+        d = sequential_decision(schedule, noise, radii, k_a, t, k_b)
+        history.append((t, counts[:, 0].copy(), d))
+        done = idx[d.stop & active[idx]]
+        reported[done] = d.radius[d.stop & active[idx]]
+        stopped[done] = t
+        active[done] = False
+    assert not active.any()  # at the budget every radius is certified or futile
+    return reported, stopped, history
+
+
+def _naive(schedule):
+    """Peeking: plain Clopper–Pearson at the full level at every look — the union-bound schedule of a K
+    times larger α, so the same code runs it."""
+    from art_smoothing.certificates.sequential import LookSchedule
+
+    k = schedule.num_looks
+    return LookSchedule(n=schedule.n, alpha=k * schedule.alpha, form=schedule.form, looks=schedule.looks,
+                        alpha_looks=(schedule.side_alpha,) * k, beta=schedule.beta, beta_looks=schedule.beta_looks)
+
+
+@pytest.mark.parametrize("form,probs", [("binary", (0.8, 0.2)), ("multiclass", (0.8, 0.15, 0.05))])
+def test_sequential_loop_overclaims_at_most_alpha_where_peeking_does_not(form, probs):
+    """The hardest place: one requested radius a float above what the true probabilities support, so
+    certifying it — or reporting any radius above the true one — needs a bound failure. Over R = 4000
+    repetitions the over-claims are Binomial(R, q) with q ≤ α = 0.1 for a valid procedure: the count must
+    stay under that law's (1 − 1e-3)-quantile (460). Peeking with plain bounds at 9 looks has q ≈ 0.3
+    (binary) / 0.18 (multiclass, where both bounds must err together) and must exceed it."""
+    from art_smoothing.certificates.sequential import LookSchedule
+    from art_smoothing.noise import GaussianNoise
+
+    noise = GaussianNoise(0.25)
+    alpha, reps = 0.1, 4000
+    schedule = LookSchedule.geometric(8000, alpha, form, first_look=32)
+    assert schedule.num_looks == 9
+    true_radius = float(noise.certified_radius(probs[0], None if form == "binary" else probs[1]))
+    requested = [math.nextafter(true_radius, math.inf)]
+    quantile = binom.ppf(1 - 1e-3, reps, alpha)
+    ours, _, _ = _run(schedule, noise, requested, probs, reps, np.random.default_rng(16))
+    naive, _, _ = _run(_naive(schedule), noise, requested, probs, reps, np.random.default_rng(16))
+    n_ours, n_naive = int(np.sum(ours > true_radius)), int(np.sum(naive > true_radius))
+    assert n_ours <= quantile, (n_ours, quantile)
+    assert n_naive > quantile, (n_naive, quantile)
+
+
+@pytest.mark.parametrize("form,nb_classes,p_b", [("binary", None, None), ("multiclass", 3, 0.1),
+                                                 ("multiclass", 10, 0.05)])
+def test_refutation_errs_at_most_beta_on_a_supported_radius(form, nb_classes, p_b):
+    """True probabilities that support R (a float below the true radius): refuting R at any look before
+    the budget needs an optimistic-bound failure, so over 4000 repetitions (every input run through every
+    look, which can only add refutations) the count is dominated by Binomial(4000, β = 0.1) and must stay
+    under its (1 − 1e-3)-quantile. The 10-class case ties nine runner-ups at p_B = 0.05: the largest
+    other count is inflated, which the Bonferroni over the C − 1 other classes (nb_classes) pays for."""
+    from art_smoothing.certificates.sequential import LookSchedule
+    from art_smoothing.noise import GaussianNoise
+
+    noise = GaussianNoise(0.25)
+    reps, beta = 4000, 0.1
+    if form == "binary":
+        class_probs = (0.85, 0.15)
+    else:
+        p_a = 1.0 - (nb_classes - 1) * p_b if nb_classes > 3 else 0.85
+        class_probs = (p_a,) + (p_b,) * (nb_classes - 2) + (1.0 - p_a - (nb_classes - 2) * p_b,)
+        assert max(class_probs[1:]) <= p_b + 1e-12  # p_b is the true runner-up probability
+    true_radius = float(noise.certified_radius(class_probs[0], p_b))
+    radius = math.nextafter(true_radius, 0.0)
+    schedule = LookSchedule.geometric(2000, 0.01, form, beta=beta, nb_classes=nb_classes)
+    _, _, history = _run(schedule, noise, [radius], class_probs, reps, np.random.default_rng(3), stop=False)
+    refuted = np.zeros(reps, dtype=bool)
+    for _, _, d in history[:-1]:
+        refuted |= d.refuted[:, 0]
+    assert refuted.sum() <= binom.ppf(1 - 1e-3, reps, beta)
+    assert refuted.sum() > 0  # the optimistic bounds are not vacuous
+
+
+@pytest.mark.parametrize("form", ["binary", "multiclass"])
+def test_futility_never_stops_an_input_that_could_still_be_certified(form):
+    """Every input runs to the budget; wherever a look calls (input, R) futile, no later look certifies R
+    on the input's actual path — nor on the best path, where every remaining draw votes c_A."""
+    from art_smoothing.certificates.sequential import LookSchedule, sequential_decision
+    from art_smoothing.noise import GaussianNoise
+
+    noise = GaussianNoise(0.25)
+    radii = [0.25, 0.5, 0.75]  # p_A needed: 0.841, 0.977, 0.9987
+    schedule = LookSchedule.geometric(2000, 0.001, form)
+    rng = np.random.default_rng(11)
+    reps = 600
+    p_a = np.repeat([0.9, 0.97, 0.985, 0.995, 0.999], reps // 5)
+    # Per-input class probabilities: draw each input's votes with its own p_A (runner-up gets 2/3 of the rest).
+    probs = np.stack([p_a, (1 - p_a) * 2 / 3, (1 - p_a) / 3], axis=1)
+    counts = np.zeros((reps, 3), dtype=np.int64)
+    decisions, prev = [], 0
+    for t in schedule.looks:
+        counts += np.stack([rng.multinomial(t - prev, pr) for pr in probs])  # (setup only; 600 small draws)
+        prev = t
+        k_b = counts[:, 1:].max(axis=1) if form == "multiclass" else None
+        decisions.append((t, counts.copy(), sequential_decision(schedule, noise, radii, counts[:, 0], t, k_b)))
+    n_futile = 0
+    for j, (t, c, d) in enumerate(decisions[:-1]):
+        futile = d.futile
+        n_futile += int(futile.sum())
+        later_certified = np.zeros_like(futile)
+        for _, _, later in decisions[j + 1:]:
+            later_certified |= later.certified
+        assert not np.any(futile & later_certified)
+        # The best continuation: all remaining draws vote c_A (k_B unchanged).
+        for t_next in schedule.looks[j + 1:]:
+            k_b = c[:, 1:].max(axis=1) if form == "multiclass" else None
+            best = sequential_decision(schedule, noise, radii, c[:, 0] + t_next - t, t_next, k_b)
+            assert not np.any(futile & best.certified)
+    assert n_futile > 100  # the check is not vacuous (R = 0.75 is futile from the first look: 0.0005^(1/2000) < 0.9987)
+
+
+def test_all_agreeing_votes_certify_early():
+    """Gaussian σ = 0.25, α = 0.001, budget 10 000: with every vote for c_A the bound at look t is
+    α_j^(1/t), α_j = 0.0005/7, which passes Φ(1) = 0.841 (R = 0.25) at t ≥ 56 and Φ(2) = 0.977 (R = 0.5)
+    at t ≥ 415: certified at the looks 64 and 512, against the fixed 10 000 draws of CERTIFY."""
+    from art_smoothing.certificates.sequential import LookSchedule
+    from art_smoothing.noise import GaussianNoise
+
+    schedule = LookSchedule.geometric(10_000, 0.001)
+    _, stopped, _ = _run(schedule, GaussianNoise(0.25), [0.25], (1.0, 0.0), 3, np.random.default_rng(0))
+    assert np.all(stopped == 64)
+    _, stopped, _ = _run(schedule, GaussianNoise(0.25), [0.5], (1.0, 0.0), 3, np.random.default_rng(0))
+    assert np.all(stopped == 512)
+
+
+def test_decision_agrees_with_the_inverted_certificate_and_abstains_early():
+    from art_smoothing.certificates.inversion import required_p_a
+    from art_smoothing.certificates.sequential import LookSchedule, sequential_decision
+    from art_smoothing.noise import LaplaceNoise
+
+    noise = LaplaceNoise(0.5)
+    schedule = LookSchedule.geometric(4000, 0.001)
+    radii = np.array([0.0, 0.1, 0.3, 0.6, 1.0])
+    t = 256
+    k = np.arange(0, t + 1)
+    d = sequential_decision(schedule, noise, radii, k, t)
+    need = required_p_a(noise, radii)
+    # Binary form: certified at R exactly when the valid lower bound reaches the inverted certificate.
+    assert np.array_equal(d.certified, d.p_a_lower[:, None] >= need[None, :])
+    assert np.array_equal(d.refuted, ~(d.p_a_upper[:, None] >= need[None, :]))
+    # p_A clearly ≤ 1/2: abstain, refuted at every radius (0 included), stop, report radius 0.
+    low = k < 100
+    assert np.all(d.abstain[low]) and np.all(d.refuted[low]) and np.all(d.stop[low]) and np.all(d.radius[low] == 0)
+    assert not np.any(d.abstain[k > 160])
+    # Certified radii never refuted; the reported radius is the noise's radius at the valid bound.
+    assert not np.any(d.certified & d.refuted)
+    assert np.array_equal(d.radius, np.where(d.p_a_lower > 0.5, noise.certified_radius(d.p_a_lower), 0.0))
+
+
+def test_decision_with_box_certificates_per_input():
+    from art_smoothing.certificates.inversion import required_p_a
+    from art_smoothing.certificates.sequential import LookSchedule, sequential_decision
+    from art_smoothing.noise import UniformNoise
+
+    noise = UniformNoise(2.0)
+    x = np.full((3, 16), 0.5)
+    x[1] = np.round(np.random.default_rng(1).random(16))
+    schedule = LookSchedule.geometric(1000, 0.01)
+    k = np.array([120, 120, 80])
+    d = sequential_decision(schedule, noise, [0.5, 1.0], k, 128, x=x, clip_values=(0.0, 1.0))
+    need = required_p_a(noise, np.array([[0.5, 1.0]]), x=x, clip_values=(0.0, 1.0))
+    assert np.array_equal(d.certified, d.p_a_lower[:, None] >= need)
+    assert d.certified.shape == (3, 2) and d.radius.shape == (3,)
+
+
+def test_sequential_rejects_bad_input_with_useful_messages():
+    from art_smoothing.certificates.sequential import LookSchedule, anytime_lower, anytime_upper, sequential_decision
+    from art_smoothing.noise import GaussianNoise
+
+    g = GaussianNoise(0.25)
+    s = LookSchedule.geometric(1000, 0.01)
+    m = LookSchedule.geometric(1000, 0.01, "multiclass")
+    with pytest.raises(ValueError, match="not a look"):
+        anytime_lower(s, 10, 100)
+    with pytest.raises(ValueError, match="vote counts in 0..t"):
+        anytime_lower(s, 65, 64)
+    with pytest.raises(ValueError, match="multiclass"):
+        anytime_upper(s, 1, 64)
+    with pytest.raises(ValueError, match="needs k_b"):
+        sequential_decision(m, g, 0.1, [60], 64)
+    with pytest.raises(ValueError, match="only used by the multiclass"):
+        sequential_decision(s, g, 0.1, [60], 64, [2])
+    with pytest.raises(ValueError, match="must not exceed t"):
+        sequential_decision(m, g, 0.1, [60], 64, [5])
+    with pytest.raises(ValueError, match="1-D grid"):
+        sequential_decision(s, g, [[0.1, 0.2]], [60], 64)
+    with pytest.raises(ValueError, match=">= 0"):
+        sequential_decision(s, g, [-0.1], [60], 64)
+    with pytest.raises(ValueError, match="empty"):
+        sequential_decision(s, g, [], [60], 64)
+    with pytest.raises(ValueError, match="pass dim"):
+        sequential_decision(s, g, 0.1, [60], 64, norm="inf")
+    with pytest.raises(ValueError, match="form must be"):
+        LookSchedule.geometric(1000, 0.01, "ternary")
+    with pytest.raises(ValueError, match="ratio must be > 1"):
+        LookSchedule.geometric(1000, 0.01, ratio=1.0)
+    with pytest.raises(ValueError, match="final_share"):
+        LookSchedule.geometric(1000, 0.01, final_share=1.0)
+    with pytest.raises(ValueError, match="ending at the budget"):
+        LookSchedule(n=100, alpha=0.01, form="binary", looks=(10, 50), alpha_looks=(0.005, 0.005), beta=0.01,
+                     beta_looks=(0.01, 0.01))
+    with pytest.raises(ValueError, match="more than"):
+        LookSchedule(n=100, alpha=0.01, form="multiclass", looks=(10, 100), alpha_looks=(0.005, 0.005), beta=0.01,
+                     beta_looks=(0.005, 0.005))
+    with pytest.raises(ValueError, match="one level per look"):
+        LookSchedule(n=100, alpha=0.01, form="binary", looks=(10, 100), alpha_looks=(0.01,), beta=0.01,
+                     beta_looks=(0.01, 0.01))
+    with pytest.raises(ValueError, match="u must hold uniform draws"):
+        clopper_pearson_lower_randomized(3, 10, 0.05, 1.5)
+    with pytest.raises(ValueError, match="0..n"):
+        clopper_pearson_upper_randomized(11, 10, 0.05, 0.5)
