@@ -499,7 +499,7 @@ def test_sequential_rejects_bad_input_with_useful_messages():
     m = LookSchedule.geometric(1000, 0.01, "multiclass")
     with pytest.raises(ValueError, match="not a look"):
         anytime_lower(s, 10, 100)
-    with pytest.raises(ValueError, match="vote counts in 0..t"):
+    with pytest.raises(ValueError, match="k must hold whole numbers in 0..t"):
         anytime_lower(s, 65, 64)
     with pytest.raises(ValueError, match="multiclass"):
         anytime_upper(s, 1, 64)

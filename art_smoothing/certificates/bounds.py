@@ -73,11 +73,14 @@ def check_counts(k, n, *, k_name: str = "k", n_name: str = "n") -> tuple[np.ndar
         n_arr = np.asarray(n, dtype=np.float64)
         k_arr, n_arr = np.broadcast_arrays(k_arr, n_arr)
     except (TypeError, ValueError):
-        raise ValueError(f"{k_name} and {n_name} must be (broadcastable) arrays of counts, got {k!r} and {n!r}.") from None
+        raise ValueError(f"{k_name} and {n_name} must be (broadcastable) arrays of counts, got {k!r} and "
+                         f"{n!r}.") from None
     if not np.all(np.isfinite(n_arr)) or np.any(n_arr < 1) or np.any(n_arr != np.round(n_arr)):
         raise ValueError(f"{n_name} must hold whole numbers >= 1 (trials), got {n!r}.")
-    if not np.all(np.isfinite(k_arr)) or np.any(k_arr != np.round(k_arr)) or np.any(k_arr < 0) or np.any(k_arr > n_arr):
-        raise ValueError(f"{k_name} must hold whole numbers in 0..{n_name} (successes among {n_name} trials), got {k!r}.")
+    whole = np.all(np.isfinite(k_arr)) and np.all(k_arr == np.round(k_arr))
+    if not whole or np.any(k_arr < 0) or np.any(k_arr > n_arr):
+        raise ValueError(f"{k_name} must hold whole numbers in 0..{n_name} (counts among {n_name} draws), "
+                         f"got {k!r} for {n_name}={n!r}.")
     return k_arr.astype(np.float64), n_arr.astype(np.float64)
 
 

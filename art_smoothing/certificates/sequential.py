@@ -13,11 +13,20 @@ Construction (:meth:`LookSchedule.geometric`): looks on a geometric grid t_1, �
 on the final look and the rest split equally over the earlier looks. The final look's bound is
 exactly fixed-n Clopper–Pearson at ``final_share``·α, so an input that runs to the budget loses
 little against fixed-n CERTIFY (n = 10 000, α = 0.001: the bound drops by 6e-4 at k/n = 0.9 and by
-7e-5 at k/n = 1). The binary form
-bounds p_A with all of α (p_B = 1 − p_A); the multiclass form bounds p_A and p_B with α/2 each, spread
-the same way. Refutation uses optimistic bounds at level β (default 0.01), spread the same way over the
-looks before the budget. The derivation and the validity proof are in ``docs/sequential.md``;
-:func:`sequential_decision` is the decision of one look for a batch of inputs.
+7e-5 at k/n = 1). The binary form bounds p_A with all of α (p_B = 1 − p_A); the multiclass form bounds
+p_A and p_B with α/2 each, spread the same way.
+
+Validity for any stopping time: each look's Clopper–Pearson bound fails with probability ≤ α_j (the
+looks are fixed in advance), so by the union bound over the finitely many looks all of them hold at
+once with probability ≥ 1 − Σ_j α_j; then the bound at *any* look — one chosen by looking at the
+votes included — holds, and the certificate (monotone in the bounds) never exceeds the radius the true
+probabilities support. Decisions are only allowed at the scheduled looks.
+
+Refutation uses optimistic bounds at level β (default 0.01), spread the same way over the looks before
+the budget; a wrong refutation only costs certified accuracy. Futility uses the best path (every
+remaining draw votes c_A) and costs nothing. The derivation, the multiclass runner-up argument and
+measured over-claim rates are in ``docs/sequential.md``; :func:`sequential_decision` is the decision of
+one look for a batch of inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from art_smoothing.certificates.bounds import check_alpha, clopper_pearson_lower, clopper_pearson_upper
+from art_smoothing.certificates.bounds import (
+    check_alpha,
+    check_counts,
+    clopper_pearson_lower,
+    clopper_pearson_upper,
+)
 from art_smoothing.certificates.inversion import check_radius
 from art_smoothing.checks import check_int, check_positive
 
@@ -45,7 +59,9 @@ __all__ = [
 ]
 
 FORMS = ("binary", "multiclass")
-_SLACK = 1e-12  # relative float64 slack when checking that the per-look levels sum to at most the budget
+#: relative slack when checking that the per-look levels sum to at most the budget: equal splits such as
+#: (α/2)/7 · 7 + α/2 may round one float64 step above α (an excess below 1e-12·α).
+_SLACK = 1e-12
 
 
 def _check_form(form) -> str:
@@ -120,11 +136,13 @@ class LookSchedule:
         set_(self, "alpha_looks", _check_levels("alpha_looks", self.alpha_looks, len(looks)))
         set_(self, "beta_looks", _check_levels("beta_looks", self.beta_looks, len(looks)))
         if math.fsum(self.alpha_looks) > self.side_alpha * (1 + _SLACK):
-            raise ValueError(f"alpha_looks sum to {math.fsum(self.alpha_looks):.6g}, more than the {self.side_alpha:.6g} "
-                             f"a {self.form} schedule with alpha={self.alpha} may spend on each bounded probability.")
+            raise ValueError(f"alpha_looks sum to {math.fsum(self.alpha_looks):.6g}, more than the "
+                             f"{self.side_alpha:.6g} a {self.form} schedule with alpha={self.alpha} may spend on "
+                             "each bounded probability.")
         early = self.beta_looks[:-1] if len(looks) > 1 else self.beta_looks
         if math.fsum(early) > self.side_beta * (1 + _SLACK):
-            raise ValueError(f"beta_looks before the budget sum to {math.fsum(early):.6g}, more than {self.side_beta:.6g}.")
+            raise ValueError(f"beta_looks before the budget sum to {math.fsum(early):.6g}, more than "
+                             f"{self.side_beta:.6g}.")
 
     @classmethod
     def geometric(cls, n: int, alpha: float, form: str = "binary", *, first_look: int = 64, ratio: float = 2.0,
@@ -205,16 +223,10 @@ class LookSchedule:
 
 # ====================================================================== bounds at a look
 def _at_look(schedule: LookSchedule, k, t, name: str):
-    t_arr = np.asarray(t)
-    idx = schedule.look_index(t_arr)
-    k_arr = np.asarray(k, dtype=np.float64)
-    try:
-        k_arr, t_arr, idx = np.broadcast_arrays(k_arr, t_arr.astype(np.float64), idx)
-    except ValueError:
-        raise ValueError(f"{name} (shape {k_arr.shape}) and t (shape {t_arr.shape}) must broadcast.") from None
-    if not np.all(np.isfinite(k_arr)) or np.any(k_arr != np.round(k_arr)) or np.any(k_arr < 0) or np.any(k_arr > t_arr):
-        raise ValueError(f"{name} must hold vote counts in 0..t (whole numbers), got {k!r} for t={t!r}.")
-    return k_arr, t_arr, idx
+    """(k, t, look index) as broadcast arrays, after checking that t is a look and k a count in 0..t."""
+    idx = schedule.look_index(t)
+    k_arr, t_arr = check_counts(k, t, k_name=name, n_name="t")
+    return k_arr, t_arr, np.broadcast_to(idx, k_arr.shape)
 
 
 def _level(levels: tuple[float, ...], idx: np.ndarray) -> np.ndarray:
@@ -233,8 +245,9 @@ def _per_level(bound, k, t, a):
 
 def _need_multiclass(schedule: LookSchedule, what: str) -> None:
     if schedule.form != "multiclass":
-        raise ValueError(f"{what} bounds the runner-up p_B, which only the multiclass form does (the binary form "
-                         "uses p_B = 1 − p_A and spends all of α on p_A); build the schedule with form='multiclass'.")
+        raise ValueError(f"{what} bounds the runner-up p_B, which only the multiclass form does (the binary "
+                         "form uses p_B = 1 − p_A and spends all of α on p_A); build the schedule with "
+                         "form='multiclass'.")
 
 
 def anytime_lower(schedule: LookSchedule, k, t) -> np.ndarray:
@@ -387,7 +400,8 @@ def sequential_decision(schedule: LookSchedule, noise, radii, k_a, t, k_b=None, 
     try:
         t = np.broadcast_to(np.asarray(t), k_a.shape)
     except ValueError:
-        raise ValueError(f"t must be one look for all inputs or one per input ({k_a.shape[0]},), got {t!r}.") from None
+        raise ValueError(f"t must be one look for all inputs or one per input ({k_a.shape[0]},), "
+                         f"got {t!r}.") from None
     kwargs = {"norm": norm, "dim": dim, "method": method, "x": x, "clip_values": clip_values}
     multiclass = schedule.form == "multiclass"
     if multiclass:
