@@ -11,11 +11,11 @@ Sequential CERTIFY (:mod:`art_smoothing.certificates.sequential`) and sample-siz
 lower confidence bounds with p*(R) instead of evaluating the certificate again and again.
 
 The minimum is found by bisection over the float64 numbers themselves
-(:func:`art_smoothing.certificates.bounds.float_bisection`): at most 53 certificate evaluations
-(62 in the multiclass form) on whole arrays, ending on two adjacent floats. The returned p is always
-one at which the certificate was evaluated and reached the radius, so it is rounded in the safe
-direction (R(p*) ≥ R exactly as computed; the float just below does not reach it when the
-certificate is monotone). ``inf`` marks radii that no p ≤ 1 certifies.
+(:func:`art_smoothing.certificates.bounds.float_bisection`): at most 53 certificate evaluations (63 in
+the multiclass form, whose bracket may start at 0) on whole arrays, ending on two adjacent floats. The
+returned p is always one at which the certificate was evaluated and reached the radius, so it is
+rounded in the safe direction (R(p*) ≥ R exactly as computed; the float just below does not reach it
+when the certificate is monotone). ``inf`` marks radii that no p ≤ 1 certifies.
 """
 
 from __future__ import annotations
