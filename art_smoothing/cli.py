@@ -951,7 +951,7 @@ def evaluate_command(ctx, **_):
               "num_random_init": params["restarts"]}
     raw_attack = _assignments(params.get("attack_param"), "--attack-param")
     if raw_attack:
-        specs = {s.name: s for s in registry._param_specs(SmoothedPGD) if s.name not in ("estimator", "norm", "eps")}
+        specs = {s.name: s for s in registry.param_specs(SmoothedPGD) if s.name not in ("estimator", "norm", "eps")}
         for key, value in raw_attack.items():
             if key not in specs:
                 raise CLIError(f"--attack-param {key}: SmoothedPGD has no such parameter; choose from "
