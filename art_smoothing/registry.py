@@ -3,9 +3,10 @@
 Nothing here is hard-coded per noise. Noises are discovered from :mod:`art_smoothing.noise` (every
 exported concrete :class:`~art_smoothing.noise.Noise` subclass, under its ``name`` attribute and a few
 spellings of its class name) and their parameters from ``inspect.signature`` of the constructor,
-with types taken from the annotations or the defaults. Trainers come from
-``art_smoothing.training.TRAINERS`` when that mapping exists, plus noise augmentation, which always
-exists. A new noise or trainer is therefore reachable by name as soon as its package exports it.
+with types taken from the annotations or the defaults; their certificates from
+:meth:`~art_smoothing.noise.Noise.certificate_specs`. Trainers come from
+``art_smoothing.training.TRAINERS``. A new noise or trainer is therefore reachable by name as soon as
+its package exports it.
 
 Every user mistake raises :class:`ValueError` with a one-line message saying what to change.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "noise_from_record",
     "noise_record",
     "noise_registry",
+    "param_specs",
     "parse_assignments",
     "parse_noise_spec",
     "resolve_methods",
@@ -78,10 +80,10 @@ class NoiseEntry:
         return float(self.cls.norm)
 
     def methods(self) -> list[str]:
-        return sorted(self.cls._certificates)
+        return sorted(self.cls.certificate_specs())
 
     def box_methods(self) -> list[str]:
-        return sorted(name for name, spec in self.cls._certificates.items() if spec.box)
+        return sorted(name for name, spec in self.cls.certificate_specs().items() if spec.box)
 
     def usage(self) -> str:
         req = [p for p in self.params if p.required]
@@ -139,7 +141,7 @@ def _signature(fn) -> inspect.Signature:
         return inspect.signature(fn)
 
 
-def _param_specs(cls) -> tuple[ParamSpec, ...]:
+def param_specs(cls) -> tuple[ParamSpec, ...]:
     """Constructor parameters of ``cls``; a ``**kwargs`` passed on to a base class is followed into
     the base class's ``__init__`` (e.g. a noise that forwards its keyword options)."""
     specs: list[ParamSpec] = []
@@ -247,15 +249,15 @@ def noise_registry() -> dict[str, NoiseEntry]:
         cls = getattr(noise_pkg, export, None)
         if not (inspect.isclass(cls) and issubclass(cls, Noise) and cls is not Noise):
             continue
-        if inspect.isabstract(cls) or cls.__name__.startswith("_") or cls._sample is Noise._sample:
-            continue
+        if inspect.isabstract(cls) or cls.__name__.startswith("_") or not cls.certificate_specs():
+            continue  # a partial base class: nothing to certify with
         name = getattr(cls, "name", None)
         if not name or name == Noise.name:
             name = _snake(cls.__name__.removesuffix("Noise"))
         snake = _snake(cls.__name__)
         aliases = {name, snake, snake.removesuffix("_noise"), cls.__name__.lower(),
                    cls.__name__.lower().removesuffix("noise")}
-        entries[name] = NoiseEntry(name, cls, _param_specs(cls), tuple(sorted(aliases)))
+        entries[name] = NoiseEntry(name, cls, param_specs(cls), tuple(sorted(aliases)))
     return entries
 
 
@@ -374,17 +376,17 @@ def resolve_methods(noise, method: str | None, norm: float) -> tuple[str | None,
     * ``plain``: the largest certificate that does not use the box → ``(None, False)``;
     * a certificate name of the noise → ``(name, True)`` if it is box-constrained, else ``(name, None)``.
     """
-    specs = type(noise)._certificates
+    specs = type(noise).certificate_specs()
+    has_box = type(noise).has_box_certificates()
     available = noise.certificate_methods(norm)  # also validates the norm
-    box_names = sorted(n for n, s in specs.items() if s.box)
-    choices = ", ".join(["best", "plain"] + (["box"] if box_names else []) + available)
+    choices = ", ".join(["best", "plain"] + (["box"] if has_box else []) + available)
     key = "best" if method is None else _normalise(method)
     if key == "best":
         return None, None
     if key == "plain":
         return None, False
     if key == "box":
-        if not box_names:
+        if not has_box:
             raise ValueError(f"{type(noise).__name__} has no box-constrained certificate; choose --method from "
                              f"{choices}.")
         return None, True
@@ -396,17 +398,15 @@ def resolve_methods(noise, method: str | None, norm: float) -> tuple[str | None,
 
 # ---------------------------------------------------------------------------------------------- trainers
 def trainer_registry() -> dict[str, TrainerEntry]:
-    """Every trainer of ``art_smoothing.training.TRAINERS`` (when present), under its key there, plus
-    noise augmentation (``augment``), which always exists. One entry per class."""
-    from art_smoothing import training
+    """Every trainer of ``art_smoothing.training.TRAINERS`` under its key there (noise augmentation is
+    ``augment``). One entry per class: a class listed under several keys keeps the first."""
+    from art_smoothing.training import TRAINERS
 
     found: dict[str, type] = {}
-    for name, cls in (getattr(training, "TRAINERS", None) or {}).items():
+    for name, cls in TRAINERS.items():
         if cls not in found.values():
             found[_normalise(str(name))] = cls
-    if training.NoiseAugmentationTrainer not in found.values():
-        found = {"augment": training.NoiseAugmentationTrainer, **found}
-    return {name: TrainerEntry(name, cls, _param_specs(cls)) for name, cls in found.items()}
+    return {name: TrainerEntry(name, cls, param_specs(cls)) for name, cls in found.items()}
 
 
 _TRAINER_ALIASES = ("augment", "augmentation", "noise_augmentation", "gaussian_augmentation", "cohen")
@@ -425,9 +425,6 @@ def resolve_trainer(name: str) -> TrainerEntry:
             return entry
         if key in _TRAINER_ALIASES and entry.cls is training.NoiseAugmentationTrainer:
             return entry
-    if len(registry) == 1:
-        raise ValueError(f"Trainer {name!r} is not available in this installation: only noise augmentation "
-                         "(--trainer augment) is; the robust trainers come with art_smoothing.training.TRAINERS.")
     raise ValueError(f"Unknown trainer {name!r}: choose one of {', '.join(sorted(registry))}.")
 
 

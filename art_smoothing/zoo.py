@@ -2,7 +2,8 @@
 files, and user architectures given as ``module:factory`` plus weights.
 
 The bundled model is trained with a smoothing noise (by default noise augmentation) and stored under
-the cache directory (``$ART_SMOOTHING_CACHE`` or ``~/.cache/art_smoothing``) in ``models/``, keyed by
+the cache directory (:func:`art_smoothing.storage.cache_dir`: ``$ART_SMOOTHING_CACHE`` or
+``~/.cache/art_smoothing``) in ``models/``, written atomically, keyed by
 everything that determines its weights: architecture, data (a hash of the training arrays), noise and
 its parameters, trainer and its parameters, epochs, batch size, learning rate, seed and device type.
 Training is deterministic given the seed (weights initialised after ``torch.manual_seed(seed)``, noise
@@ -18,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,14 +28,15 @@ import torch
 from torch import nn
 
 from art_smoothing.models import DigitsCNN, SmallCNN, make_classifier
+from art_smoothing.storage import atomic_write, atomic_write_text, cache_dir
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "MLP",
     "ModelInfo",
+    "base_accuracy",
     "bundled_architecture",
-    "cache_dir",
     "check_model_output",
     "load_model",
     "resolve_device",
@@ -66,11 +67,6 @@ class ModelInfo:
     source: str  # "bundled", "torchscript" or "factory"
     spec: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def cache_dir() -> str:
-    """``$ART_SMOOTHING_CACHE`` or ``~/.cache/art_smoothing``."""
-    return os.environ.get("ART_SMOOTHING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "art_smoothing")
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -126,24 +122,6 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
 def _sha256(path: str) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:16]
@@ -184,7 +162,7 @@ def train_bundled(data, noise, *, epochs: int, seed: int, device: torch.device, 
         "device_type": device.type, "torch": torch.__version__.split("+")[0],
     }
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    weights_path = os.path.join(cache_dir(), "models", f"{arch}-{key}.pt")
+    weights_path = cache_dir("models", f"{arch}-{key}.pt")
     cacheable = use_cache and model is None
 
     torch.manual_seed(int(seed))
@@ -225,9 +203,9 @@ def train_bundled(data, noise, *, epochs: int, seed: int, device: torch.device, 
     details.update(cached=False, training=training)
     if cacheable:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        _atomic_write(weights_path, lambda p: torch.save(state, p))
+        atomic_write(weights_path, lambda p: torch.save(state, p))
         meta = {"key_fields": key_fields, "training": training}
-        _atomic_write(weights_path[:-3] + ".json", lambda p: _write_text(p, json.dumps(meta, indent=2, default=str)))
+        atomic_write_text(weights_path[:-3] + ".json", json.dumps(meta, indent=2, default=str))
         details["path"] = weights_path
         logger.info("Cached the trained model as %s.", weights_path)
     return classifier, ModelInfo("bundled" if model_spec is None else "factory", arch, details)
@@ -339,5 +317,20 @@ def save_torchscript(model: nn.Module, path: str, example: torch.Tensor) -> str:
         with torch.no_grad():
             scripted = torch.jit.trace(model, example)
         how = "trace"
-    _atomic_write(path, lambda p: torch.jit.save(scripted, p))
+    atomic_write(path, lambda p: torch.jit.save(scripted, p))
     return how
+
+
+def base_accuracy(classifier, noise, x: np.ndarray, y: np.ndarray, *, seed: int, device: torch.device,
+                  batch_size: int = 512) -> tuple[float, float]:
+    """Accuracy of the *base* classifier on ``x``: clean, and under one draw of ``noise`` per input (drawn
+    from a generator seeded with ``seed`` on ``device``, so the same seed gives the same number).
+
+    :return: ``(clean accuracy, noisy accuracy)``.
+    """
+    clean = classifier.predict(x, batch_size=batch_size).argmax(axis=1)
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    z = noise.sample(len(x), tuple(x.shape[1:]), generator=generator, device=device)
+    noisy = noise.perturb(torch.as_tensor(x, device=device), z).cpu().numpy()
+    noisy_pred = classifier.predict(noisy, batch_size=batch_size).argmax(axis=1)
+    return float(np.mean(clean == y)), float(np.mean(noisy_pred == y))

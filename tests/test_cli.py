@@ -404,9 +404,9 @@ def test_without_matplotlib_runs_and_warns(tmp_path, cache):
 def test_every_noise_is_reachable_by_name_with_its_parameters():
     """Every exported noise builds from the command-line strings of its parameters, and each of its
     parameters is a CLI option (or filled from the data, or settable inline)."""
-    from art_smoothing.cli import _CONTEXT_PARAMS, NOISE_PARAM_PREFIX, _noise_param_options
+    from art_smoothing.cli.options import CONTEXT_PARAMS, NOISE_PARAM_PREFIX, noise_param_options
 
-    options = {dest.removeprefix(NOISE_PARAM_PREFIX) for _, dest, _, _ in _noise_param_options()}
+    options = {dest.removeprefix(NOISE_PARAM_PREFIX) for _, dest, _, _ in noise_param_options()}
     entries = registry.noise_registry()
     assert {"gaussian", "laplace", "uniform"} <= set(entries)
     import art_smoothing.noise as noise_pkg
@@ -416,7 +416,7 @@ def test_every_noise_is_reachable_by_name_with_its_parameters():
         assert entry.cls in exported
         raw = {}
         for spec in entry.params:
-            assert spec.name in options or spec.name in _CONTEXT_PARAMS or not spec.required
+            assert spec.name in options or spec.name in CONTEXT_PARAMS or not spec.required
             if spec.required:
                 raw[spec.name] = "2" if spec.kind == "int" else "0.5"
         noise, _ = registry.build_noise(entry.name, raw)
