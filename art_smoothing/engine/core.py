@@ -31,7 +31,8 @@ from art_smoothing.checks import check_int
 from art_smoothing.engine.backends import resolve_backend
 from art_smoothing.engine.plan import CertifyPlan
 from art_smoothing.engine.result import CertificationResult
-from art_smoothing.engine.streams import Stage, block_size, generator, group_size
+from art_smoothing.engine.sequential import run_sequential
+from art_smoothing.engine.streams import NoiseBlocks, Stage, block_size, generator, group_size
 
 logger = logging.getLogger(__name__)
 
@@ -117,38 +118,52 @@ class SmoothingEngine:
         counts = torch.zeros((n_inputs, n_classes), dtype=torch.int64, device=self.device)
         if n_inputs == 0:
             return counts
-        block = self.block_size()
         group = group_size(n_inputs, self.input_dim)
-        n_blocks = math.ceil(num / block)
         show = self.verbose if verbose is None else verbose
-        bar = tqdm(total=math.ceil(n_inputs / group) * n_blocks, desc=desc, disable=not show, leave=False)
+        bar = tqdm(total=math.ceil(n_inputs / group) * math.ceil(num / self.block_size()), desc=desc,
+                   disable=not show, leave=False)
         with torch.no_grad():
             for g0 in range(0, n_inputs, group):
                 xg = torch.as_tensor(x[g0:g0 + group], device=self.device).to(self.noise_dtype)
-                cg = counts[g0:g0 + group]
-                for j in range(n_blocks):
-                    z = self.sample_noise(min(block, num - j * block), self.generator(seed, stage, j))
-                    self.count_block(xg, z, cg, batch_size)
-                    bar.update(1)
+                self.add_votes(xg, counts[g0:g0 + group], 0, num, NoiseBlocks(self, stage, seed, num), batch_size,
+                               on_block=lambda: bar.update(1))
         bar.close()
         return counts
 
-    def count_block(self, xg: torch.Tensor, z: torch.Tensor, counts: torch.Tensor, batch_size: int,
-                    weights: torch.Tensor | None = None) -> None:
-        """Add the votes of every (input in xg) × (draw in z) pair to ``counts`` (each draw counting
-        ``weights[j]`` instead of 1 when weights are given, as for exact finite expectations).
+    def add_votes(self, xg: torch.Tensor, counts: torch.Tensor, start: int, stop: int, blocks: NoiseBlocks,
+                  batch_size: int, on_block=None) -> None:
+        """Add to ``counts`` the votes of draws ``start ≤ j < stop`` of the stream ``blocks`` for every input of
+        ``xg`` (on the device). Forward passes are cut at multiples of ``batch_size`` within a block and at
+        ``start``/``stop``: a function of the stream, the range and the batch size only."""
+        size = self.block_size()
+        for j in range(start // size, math.ceil(stop / size)):
+            z = blocks.block(j)
+            self.count_block(xg, z, counts, batch_size, start=max(start - j * size, 0), stop=min(stop - j * size,
+                                                                                                   z.shape[0]))
+            if on_block is not None:
+                on_block()
 
-        A forward pass never mixes inputs: input i's pass c is ``perturb(x_i, z[c·b:(c+1)·b])`` with
-        ``b = batch_size``, a tensor fixed by (x_i, seed, stage, block, c, b) alone. Kernels can round
-        a row differently depending on the batch it sits in (CPU GEMM paths change with the batch
-        size, cuDNN picks algorithms by shape), so packing several inputs into one pass would make a
-        near-tie's vote depend on which inputs happen to share the call — i.e. on partitioning."""
+    def count_block(self, xg: torch.Tensor, z: torch.Tensor, counts: torch.Tensor, batch_size: int,
+                    weights: torch.Tensor | None = None, *, start: int = 0, stop: int | None = None) -> None:
+        """Add the votes of every (input in xg) × (draw in ``z[start:stop]``) pair to ``counts`` (each draw
+        counting ``weights[j]`` instead of 1 when weights are given, as for exact finite expectations).
+
+        A forward pass never mixes inputs: input i's passes are ``perturb(x_i, z[a:b])`` for the cuts
+        a < b at ``start``, ``stop`` and the multiples of ``batch_size`` between them — tensors fixed by
+        (x_i, seed, stage, block, start, stop, batch size) alone. Kernels can round a row differently
+        depending on the batch it sits in (CPU GEMM paths change with the batch size, cuDNN picks algorithms
+        by shape), so packing several inputs into one pass would make a near-tie's vote depend on which
+        inputs happen to share the call — i.e. on partitioning."""
+        stop = z.shape[0] if stop is None else stop
+        if stop <= start:
+            return
+        cuts = [start, *range((start // batch_size + 1) * batch_size, stop, batch_size), stop]
+        w = None if weights is None else weights[start:stop]
         n_classes = counts.shape[1]
         for i in range(xg.shape[0]):
-            labels = [self.base_labels(self.noise.perturb(xg[i:i + 1], z[p0:p0 + batch_size]))
-                      for p0 in range(0, z.shape[0], batch_size)]
+            labels = [self.base_labels(self.noise.perturb(xg[i:i + 1], z[a:b])) for a, b in zip(cuts, cuts[1:])]
             # one bincount per input: weighted sums then do not depend on how the draws were batched
-            votes = torch.bincount(torch.cat(labels), weights=weights, minlength=n_classes)[:n_classes]
+            votes = torch.bincount(torch.cat(labels), weights=w, minlength=n_classes)[:n_classes]
             counts[i] += votes.to(counts.dtype)
 
     # ------------------------------------------------------------------ PREDICT
@@ -196,7 +211,8 @@ class SmoothingEngine:
         """ART's ``certify``: ``(prediction, radius)`` with prediction -1 and radius 0 on abstention.
 
         Keyword arguments are those of :meth:`certify_detailed` (``norm``, ``method``, ``form``,
-        ``n0``, ``box``, ``deterministic``, ``verbose``, ``backend``)."""
+        ``n0``, ``box``, ``deterministic``, ``verbose``, ``backend``, ``sequential``, ``radius``,
+        ``randomized``)."""
         result = self.certify_detailed(x, n, batch_size=batch_size, **kwargs)
         return result.prediction, result.radius
 
@@ -208,7 +224,8 @@ class SmoothingEngine:
     def certify_detailed(self, x: np.ndarray, n: int, batch_size: int = 128, *, norm=None, method: str | None = None,
                          form: str = "binary", n0: int | None = None, box: bool = True,
                          deterministic: bool = False, verbose: bool | None = None,
-                         backend: Any = "local") -> CertificationResult:
+                         backend: Any = "local", sequential: bool = False, radius=None,
+                         randomized: bool = False) -> CertificationResult:
         """CERTIFY (Cohen et al., Algorithm 1) with any noise, returning a :class:`CertificationResult`.
 
         :param x: inputs ``(N, *input_shape)``.
@@ -232,10 +249,25 @@ class SmoothingEngine:
         :param backend: ``"local"`` (this process), ``"ray"`` or an
             :class:`art_smoothing.distributed.RayBackend` (inputs split over Ray workers; with a fixed
             seed the result is the local one, bit for bit — see :mod:`art_smoothing.distributed`).
+        :param sequential: anytime-valid sequential CERTIFY (:mod:`art_smoothing.engine.sequential`): ``n``
+            is the budget (at most n estimation draws per input; n0 selection draws as usual) and every input
+            stops as soon as each radius in ``radius`` is certified, refuted or not certifiable within the
+            budget. The guarantee is fixed-n CERTIFY's — a reported radius exceeds what the true
+            probabilities support with probability ≤ α — whatever the stopping time. The radius reported is
+            the one the bounds at the stopping look give: the input is certified at R exactly when it does not
+            abstain and its radius is ≥ R. The result adds ``n_used``, ``radii`` and ``decisions``.
+        :param radius: with ``sequential=True``: one radius or a list (a grid), in ``norm``.
+        :param randomized: randomized Clopper–Pearson bounds (Voráček, 2024; fixed-n only): a valid (1 − α)
+            bound that is never below the plain one, with exact rather than conservative coverage. The extra
+            randomness is one auxiliary uniform per bound, drawn from the estimator's seeded stream and
+            shared by all inputs (independent of every input's votes): the same votes can give a slightly
+            different radius under another seed, and the 1 − α statement holds over the votes and that
+            uniform jointly.
         """
         runner = resolve_backend(backend)  # ValueError for unknown backends; never imports ray
         plan = self.certify_plan(n, batch_size, norm=norm, method=method, form=form, n0=n0, box=box,
-                                 deterministic=deterministic, verbose=verbose)
+                                 deterministic=deterministic, verbose=verbose, sequential=sequential, radius=radius,
+                                 randomized=randomized)
         x = plan.check_inputs(self.check_x(x))
         if runner is not None:
             return runner.certify(self, x, plan)
@@ -252,11 +284,17 @@ class SmoothingEngine:
         if plan.deterministic:
             return self.certify_exact(x, plan)
         seed = self.call_seed() if seed is None else seed
+        if plan.sequential:
+            return run_sequential(self, x, plan, seed)
         counts0 = self.count_votes(x, plan.n0, Stage.SELECT, plan.batch_size, seed, desc="selection",
                                    verbose=plan.verbose)
         counts = self.count_votes(x, plan.n, Stage.ESTIMATE, plan.batch_size, seed, desc="estimation",
                                   verbose=plan.verbose)
-        return plan.conclude(x, counts0, counts, seed=self.seed)
+        u = None
+        if plan.randomized:  # one pair of uniforms shared by all inputs, independent of every input's votes
+            u = tuple(float(v) for v in torch.rand(2, generator=self.generator(seed, Stage.RANDOMIZE),
+                                                   device=self.device, dtype=torch.float64).cpu())
+        return plan.conclude(x, counts0, counts, seed=self.seed, u=u)
 
     def certify_exact(self, x: np.ndarray, plan: CertifyPlan) -> CertificationResult:
         """CERTIFY without sampling: h(x) = Σ_j w_j · onehot(f(perturb(x, z_j))) over the noise's exact

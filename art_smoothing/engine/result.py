@@ -13,7 +13,10 @@ from art_smoothing.certificates.norms import norm_name
 from art_smoothing.checks import labels_as_indices
 from art_smoothing.noise.base import Noise
 
-__all__ = ["CertificationResult", "accuracy_at_radii"]
+__all__ = ["DECISIONS", "CertificationResult", "accuracy_at_radii"]
+
+#: codes of :attr:`CertificationResult.decisions`: what a sequential run decided about a requested radius
+DECISIONS = {1: "certified", 0: "refuted", -1: "futile"}
 
 
 def accuracy_at_radii(correct, radius, radii, *, strict: bool = False) -> np.ndarray:
@@ -36,6 +39,12 @@ class CertificationResult:
     """Per-input outcome of CERTIFY, with everything needed to recompute or audit a radius.
 
     ``prediction`` is -1 where the smoothed classifier abstains (radius 0 there).
+
+    Sequential runs (``certify_detailed(..., sequential=True, radius=R)``) also fill ``n_used`` (estimation
+    draws each input used, at most the budget ``n``), ``radii`` (the requested grid, shape (G,)) and
+    ``decisions`` ((N, G): 1 certified, 0 refuted — the optimistic bounds cannot reach it, -1 futile — not
+    certifiable within the budget; see :data:`DECISIONS`). An input is certified at R exactly when its
+    prediction is not -1 and its radius is ≥ R.
     """
 
     prediction: np.ndarray
@@ -56,6 +65,9 @@ class CertificationResult:
     clip_values: tuple[float, float] | None = None
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    n_used: np.ndarray | None = None
+    radii: np.ndarray | None = None
+    decisions: np.ndarray | None = None
 
     @property
     def abstained(self) -> np.ndarray:
@@ -85,9 +97,10 @@ class CertificationResult:
         return accuracy_at_radii(self.prediction == labels, self.radius, radii)
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One plain dict per input (for CSV/JSON)."""
+        """One plain dict per input (for CSV/JSON); sequential runs add ``n_used`` and one
+        ``decision@<radius>`` column per requested radius."""
         top2 = np.sort(self.counts, axis=1)[:, ::-1]
-        return [
+        records = [
             {
                 "index": i,
                 "prediction": int(self.prediction[i]),
@@ -100,9 +113,19 @@ class CertificationResult:
             }
             for i in range(len(self.prediction))
         ]
+        if self.n_used is not None:
+            for i, rec in enumerate(records):
+                rec["n_used"] = int(self.n_used[i])
+                for g, r in enumerate(self.radii):
+                    rec[f"decision@{float(r):g}"] = DECISIONS[int(self.decisions[i, g])]
+        return records
 
     def summary(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if not isinstance(v, np.ndarray) and k != "noise"}
+        d = {k: v for k, v in asdict(self).items()
+             if not isinstance(v, np.ndarray) and k not in ("noise", "n_used", "radii", "decisions")}
         d["noise"] = repr(self.noise)
         d["norm"] = norm_name(self.norm)
+        if self.n_used is not None:
+            d["sequential"] = {"radii": [float(r) for r in self.radii], "n_used_total": int(self.n_used.sum()),
+                               "n_fixed_total": int(self.n) * len(self.n_used)}
         return d

@@ -26,6 +26,7 @@ __all__ = [
     "STAGE_SELECT",
     "Stage",
     "block_size",
+    "NoiseBlocks",
     "generator",
     "group_size",
     "stream_seed",
@@ -40,6 +41,7 @@ class Stage(IntEnum):
     PREDICT = 2  #: PREDICT's draws (and the attacks' flip checks)
     FIT = 3  #: training draws
     GRADIENT = 4  #: EOT draws of gradients and attacks
+    RANDOMIZE = 5  #: auxiliary uniforms of randomized confidence bounds
 
 
 STAGE_SELECT, STAGE_ESTIMATE, STAGE_PREDICT, STAGE_FIT, STAGE_GRADIENT = (
@@ -75,3 +77,24 @@ def block_size(dim: int) -> int:
 def group_size(n_inputs: int, dim: int) -> int:
     """Inputs moved to the device together (a memory bound; votes do not depend on it)."""
     return max(1, min(max(int(n_inputs), 1), GROUP_ELEMENTS // max(1, int(dim))))
+
+
+class NoiseBlocks:
+    """The blocks of one noise stream ``(seed, stage)`` of ``total`` draws, drawn on demand and the last one
+    kept: block j holds draws ``j·B ≤ i < min((j + 1)·B, total)`` (B = ``engine.block_size()``) from the
+    generator of ``(seed, stage, j)``. Its size depends on ``total`` — a stream of ``total`` draws is cut
+    the same way however much of it is read — so the first t draws of a sequential run are those of fixed-n
+    CERTIFY with n = ``total``."""
+
+    def __init__(self, engine, stage: Stage, seed: int, total: int):
+        self.engine, self.stage, self.seed, self.total = engine, stage, seed, int(total)
+        self._index: int | None = None
+        self._block: torch.Tensor | None = None
+
+    def block(self, j: int) -> torch.Tensor:
+        if j != self._index:
+            size = self.engine.block_size()
+            self._block = self.engine.sample_noise(min(size, self.total - j * size),
+                                                   self.engine.generator(self.seed, self.stage, j))
+            self._index = j
+        return self._block
