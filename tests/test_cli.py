@@ -359,13 +359,12 @@ def test_image_folder_needs_vision_extra_or_the_right_layout(run, tmp_path):
     (tmp_path / "imgs" / "train").mkdir(parents=True)
     (tmp_path / "imgs" / "val").mkdir()
     (tmp_path / "flat").mkdir()
+    # CIFAR folders need no torchvision (tests/test_data.py), so a folder of neither layout is told so either way
+    cases = [(tmp_path / "flat", "holds neither 'cifar-10-batches-py' nor train/ and val/")]
     try:
         import torchvision  # noqa: F401
     except ImportError:
-        cases = [(tmp_path / "imgs", "pip install 'art_smoothing[vision]'"),
-                 (tmp_path / "flat", "pip install 'art_smoothing[vision]'")]
-    else:
-        cases = [(tmp_path / "flat", "holds neither 'cifar-10-batches-py' nor train/ and val/")]
+        cases.append((tmp_path / "imgs", "pip install 'art_smoothing[vision]'"))
     for folder, message in cases:
         result = run("certify", "--data", folder, "--out", tmp_path / "out")
         assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1
@@ -434,3 +433,24 @@ def test_noise_spec_parsing():
     assert registry.resolve_noise("Laplace-Noise").name == "laplace"
     with pytest.raises(ValueError, match="name=value"):
         registry.parse_noise_spec("laplace:0.5")
+
+
+def test_limit_on_a_cifar_folder_never_cuts_the_training_set(run, tmp_path):
+    """Issue 17: --limit takes a stratified subset of the *test* split of an image folder and leaves the
+    training set alone; --train-limit cuts the training set (stratified too)."""
+    import json
+
+    from tests.test_data import write_cifar10
+
+    write_cifar10(tmp_path / "data")  # 5 training batches of 20 images, 20 test images, 10 classes
+    out = tmp_path / "out"
+    result = run("train", "--data", tmp_path / "data", "--limit", "6", "--epochs", "1", "--out", out, "--quiet",
+                 "--no-cache")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["training"]["train_examples"] == 100
+    result = run("train", "--data", tmp_path / "data", "--train-limit", "30", "--epochs", "1", "--out",
+                 tmp_path / "out2", "--quiet", "--no-cache")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert summary["model"]["training"]["train_examples"] == 30

@@ -86,20 +86,21 @@ def factory_kwargs(params: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- data
 def load_data(params: dict[str, Any]):
-    """``(dataset, x, y)``: the data set with its input box, and the first ``--limit`` test inputs."""
+    """``(dataset, x, y)``: the data set with its input box, and the first ``--limit`` test inputs (digits and
+    ``.npz`` splits are shuffled already; image folders, sorted by class, give a stratified subset)."""
     from art_smoothing.data import load_dataset
 
     spec = params["data"]
     if spec != "digits" and not spec.endswith(".npz") and not os.path.isdir(spec):
         if not os.path.exists(spec):
             raise CLIError(f"--data {spec!r} not found: use digits, an existing .npz file (arrays x, y) or a "
-                           "folder with CIFAR-10 ('cifar-10-batches-py') or train/ and val/ image folders.")
+                           "folder with CIFAR-10/100 ('cifar-10-batches-py', 'cifar-100-python') or train/ and val/ "
+                           "image folders.")
         raise CLIError(f"--data {spec!r} is neither an .npz file nor a folder: use digits, FILE.npz or "
                        "FOLDER.")
     kwargs = {"image_size": params.get("image_size", 32)}
-    if os.path.isdir(spec):
-        limits = [v for v in (params.get("limit") or None, params.get("train_limit")) if v]
-        kwargs["limit"] = max(limits) if limits else None
+    if os.path.isdir(spec):  # folders are decoded lazily: a stratified subset of each split, never mixed up
+        kwargs.update(limit=params.get("limit") or None, train_limit=params.get("train_limit") or None)
     data = load_dataset(spec, **kwargs)
     clip = _parse_clip(params.get("clip_values", "auto"), data)
     data.clip_values = clip
