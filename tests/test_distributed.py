@@ -190,6 +190,23 @@ def test_ray_matches_single_process_bit_for_bit(ray_local, setup, references, wo
     assert backend.worker_stats() == []  # leaving `with` stopped the workers
 
 
+def test_sequential_certify_on_ray_matches_single_process(ray_local, setup):
+    """sequential=True through the Ray backend: same decisions, draws used, bounds and radii as one process
+    (looks at 64, 128, 256 and the budget 600; chunks of 5 over 2 workers)."""
+    x = setup[2]
+    sm = SmoothedClassifier(setup[1], UniformNoise(0.5), sample_size=N0, seed=3)
+    kwargs = {"sequential": True, "radius": [0.1, 0.4], "form": "multiclass", "norm": 1, "batch_size": BATCH}
+    ref = one_thread(sm.certify_detailed, x, 600, **kwargs)
+    assert len(set(ref.n_used.tolist())) > 1  # inputs stopped at different looks: the test tests something
+    result = sm.certify_detailed(x, 600, backend=RayBackend(num_workers=2, chunk_size=5, progress=False), **kwargs)
+    assert_same(result, ref)
+    for f in ("n_used", "decisions", "radii"):
+        a, b = getattr(result, f), getattr(ref, f)
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b, err_msg=f)
+    assert result.extra == ref.extra
+
+
 def test_too_many_workers_is_a_value_error(ray_local, setup):
     with pytest.raises(ValueError, match="num_workers"):
         smoothed_for(setup).certify(setup[2], N, backend=RayBackend(num_workers=5, progress=False))

@@ -24,7 +24,7 @@ from art_smoothing.attacks.pgd import SmoothedPGD
 from art_smoothing.attacks.radius import make_attack
 from art_smoothing.checks import check_int, check_positive_array
 from art_smoothing.distributed.store import ResultStore, array_digest, model_digest
-from art_smoothing.distributed.worker import CERTIFY_FIELDS, EVALUATE_FIELDS, EstimatorPayload, Worker
+from art_smoothing.distributed.worker import CERTIFY_FIELDS, EVALUATE_FIELDS, EstimatorPayload, Worker, result_fields
 from art_smoothing.engine.plan import CertifyPlan
 from art_smoothing.engine.result import CertificationResult
 from art_smoothing.evaluation import assemble, check_radii
@@ -49,11 +49,13 @@ def _plan_fingerprint(estimator, plan: CertifyPlan) -> dict[str, Any]:
 def _result_from_rows(estimator, plan: CertifyPlan, done: dict[int, dict], n_inputs: int) -> CertificationResult:
     """The :class:`CertificationResult` of all inputs from their records (index → fields)."""
     dtypes = {"prediction": np.int64, "radius": np.float64, "p_a_lower": np.float64, "p_b_upper": np.float64,
-              "counts": np.int64, "counts_selection": np.int64}
-    arrays = {}
-    for f in CERTIFY_FIELDS:
-        shape = (n_inputs, plan.nb_classes) if f.startswith("counts") else (n_inputs,)
-        arrays[f] = np.asarray([done[i][f] for i in range(n_inputs)], dtype=dtypes[f]).reshape(shape)
+              "counts": np.int64, "counts_selection": np.int64, "n_used": np.int64, "decisions": np.int8}
+    shapes = {"counts": (n_inputs, plan.nb_classes), "counts_selection": (n_inputs, plan.nb_classes),
+              "decisions": (n_inputs, len(plan.radii or ()))}
+    arrays = {f: np.asarray([done[i][f] for i in range(n_inputs)], dtype=dtypes[f]).reshape(shapes.get(f, (n_inputs,)))
+              for f in result_fields(CERTIFY_FIELDS, plan)}
+    if plan.sequential:
+        arrays.update(radii=np.asarray(plan.radii, dtype=np.float64), extra={"looks": list(plan.schedule().looks)})
     return plan.result(**arrays, seed=estimator.seed)
 
 
@@ -160,7 +162,8 @@ class RayBackend:
         def submit(ray, actor, idx, payload):
             return actor.certify.remote(payload, ray.put(x[idx]), seed, worker_plan)
 
-        self._run_chunks(estimator, model, len(x), done, store, submit, CERTIFY_FIELDS, "certify (ray)", seed)
+        self._run_chunks(estimator, model, len(x), done, store, submit, result_fields(CERTIFY_FIELDS, plan),
+                         "certify (ray)", seed)
         return _result_from_rows(estimator, plan, done, len(x))
 
     # ------------------------------------------------------------------ evaluate
@@ -183,9 +186,10 @@ class RayBackend:
         draws per gradient (one input per forward pass), the whole evaluation is bit-identical."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         certify_kwargs = dict(certify_kwargs or {})
-        unknown = set(certify_kwargs) - {"method", "form", "box"}
+        unknown = set(certify_kwargs) - {"method", "form", "box", "sequential", "radius", "randomized"}
         if unknown:
-            raise ValueError(f"certify_kwargs for backend='ray' may hold method, form and box; got {sorted(unknown)}.")
+            raise ValueError(f"certify_kwargs for backend='ray' may hold method, form, box, sequential, radius and "
+                             f"randomized; got {sorted(unknown)}.")
         plan = smoothed.certify_plan(n, batch_size, norm=p, n0=n0, **certify_kwargs)
         atk = make_attack(smoothed, p, attack)
         attack_params = {k: getattr(atk, k) for k in SmoothedPGD.attack_params if hasattr(atk, k)}
@@ -213,7 +217,8 @@ class RayBackend:
             eps = eps_max[idx] if eps_max is not None and np.ndim(eps_max) == 1 else eps_max
             return actor.evaluate.remote(payload, ray.put(x[idx]), labels[idx], eps, seed, offset, args)
 
-        self._run_chunks(smoothed, model, len(x), done, store, submit, EVALUATE_FIELDS, "evaluate (ray)", seed)
+        self._run_chunks(smoothed, model, len(x), done, store, submit, result_fields(EVALUATE_FIELDS, plan),
+                         "evaluate (ray)", seed)
         cert = _result_from_rows(smoothed, plan, done, len(x))
         per_input = {f: np.asarray([done[i][f] for i in range(len(x))], dtype=np.float64 if f != "predict_calls"
                                    else np.int64) for f in ("empirical_radius", "predict_calls", "eps_max")}

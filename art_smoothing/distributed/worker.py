@@ -18,12 +18,19 @@ from art_smoothing.engine.plan import CertifyPlan
 from art_smoothing.estimator import NumpySmoothedClassifier, SmoothedClassifier
 from art_smoothing.evaluation import certify_and_attack
 
-__all__ = ["CERTIFY_FIELDS", "EVALUATE_FIELDS", "EstimatorPayload", "Worker"]
+__all__ = ["CERTIFY_FIELDS", "EVALUATE_FIELDS", "SEQUENTIAL_FIELDS", "EstimatorPayload", "Worker", "result_fields"]
 
 #: the per-input arrays of a CertificationResult, in the order they are stored.
 CERTIFY_FIELDS = ("prediction", "radius", "p_a_lower", "p_b_upper", "counts", "counts_selection")
 #: ... and those :func:`art_smoothing.evaluate` adds.
 EVALUATE_FIELDS = (*CERTIFY_FIELDS, "empirical_radius", "predict_calls", "eps_max")
+#: ... and those a sequential certification adds.
+SEQUENTIAL_FIELDS = ("n_used", "decisions")
+
+
+def result_fields(fields: tuple[str, ...], plan: CertifyPlan) -> tuple[str, ...]:
+    """The per-input fields a chunk returns under ``plan``."""
+    return (*fields, *SEQUENTIAL_FIELDS) if plan.sequential else fields
 
 
 @dataclass
@@ -107,7 +114,7 @@ class Worker:
     def certify(self, payload: list, x: np.ndarray, seed: int, plan: CertifyPlan) -> dict[str, np.ndarray]:
         estimator = self._get(payload)
         result = estimator.run_certify(np.array(x), plan, seed=seed)  # object-store arrays are read-only views
-        return {f: getattr(result, f) for f in CERTIFY_FIELDS}
+        return {f: getattr(result, f) for f in result_fields(CERTIFY_FIELDS, plan)}
 
     def evaluate(self, payload: list, x: np.ndarray, labels: np.ndarray, eps_max, seed: int, gradient_calls: int,
                  args: dict) -> dict[str, np.ndarray]:
@@ -120,6 +127,8 @@ class Worker:
             batch_size=args["batch_size"], eps_max=eps_max, search_steps=args["search_steps"],
             n_predict=args["n_predict"], certify_kwargs=args["certify_kwargs"])
         out = {f: getattr(cert, f) for f in CERTIFY_FIELDS}
+        if cert.n_used is not None:
+            out.update({f: getattr(cert, f) for f in SEQUENTIAL_FIELDS})
         out.update(empirical_radius=details.radius, predict_calls=details.predict_calls, eps_max=details.eps_max)
         return out
 
