@@ -57,7 +57,8 @@ __all__ = [
 @dataclass
 class EvaluationRecord:
     """One input. Radii are in the evaluation's norm; ``empirical_radius`` is ``inf`` where the attack
-    found no flip up to ``eps_max``."""
+    found no flip up to ``eps_max``; ``n_used`` is the estimation draws of a sequential certification (None
+    for fixed-n)."""
 
     index: int
     label: int
@@ -69,6 +70,7 @@ class EvaluationRecord:
     violation: bool
     predict_calls: int
     p_a_lower: float
+    n_used: int | None = None
 
 
 @dataclass
@@ -118,8 +120,13 @@ class Evaluation:
     summary: EvaluationSummary
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One plain dict per input (``inf`` radii stay float ``inf``; JSON output writes "inf")."""
-        return [asdict(r) for r in self.records]
+        """One plain dict per input (``inf`` radii stay float ``inf``; JSON output writes "inf"); ``n_used`` only
+        when the certification was sequential."""
+        records = [asdict(r) for r in self.records]
+        if all(r["n_used"] is None for r in records):
+            for r in records:
+                del r["n_used"]
+        return records
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict ``{"summary": ..., "records": [...]}`` (infinite radii as the string "inf")."""
@@ -136,11 +143,20 @@ class Evaluation:
     def to_csv(self, path: str) -> None:
         """Per-input records as CSV (one row per input)."""
         rows = self.to_records()
-        names = [f.name for f in EvaluationRecord.__dataclass_fields__.values()]
+        names = [f.name for f in EvaluationRecord.__dataclass_fields__.values() if not rows or f.name in rows[0]]
         with open(path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=names)
             writer.writeheader()
             writer.writerows(rows)
+
+    def accuracies(self, radii) -> tuple[np.ndarray, np.ndarray]:
+        """Certified and empirical accuracy at any radii, from the per-input records: the fraction of inputs
+        correct with certified radius ≥ r, and correct with no flip found at norm ≤ r (empirical radius > r)."""
+        radii = check_radii(radii)
+        correct = np.array([r.correct for r in self.records], dtype=bool)
+        cert = np.array([r.certified_radius for r in self.records], dtype=np.float64)
+        emp = np.array([r.empirical_radius for r in self.records], dtype=np.float64)
+        return accuracy_at_radii(correct, cert, radii), accuracy_at_radii(correct, emp, radii, strict=True)
 
     def table(self) -> str:
         """The summary as a small text table (radius, certified and empirical accuracy)."""
@@ -254,6 +270,7 @@ def assemble(smoothed, p: float, n: int, atk: str, labels: np.ndarray, cert: Cer
             index=i, label=int(labels[i]), prediction=int(pred[i]), correct=bool(correct[i]),
             certified_radius=float(cert_r[i]), attacked_class=int(attacked[i]), empirical_radius=float(emp[i]),
             violation=bool(violation[i]), predict_calls=int(predict_calls[i]), p_a_lower=float(cert.p_a_lower[i]),
+            n_used=None if cert.n_used is None else int(cert.n_used[i]),
         )
         for i in range(len(labels))
     ]

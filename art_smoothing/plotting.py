@@ -1,6 +1,7 @@
 """PNG plots of certification results (matplotlib, optional ``[plot]`` extra, imported lazily).
 
-* :func:`accuracy_curve` — certified (or empirical) accuracy as a function of the radius, the curve of
+* certified (or empirical) accuracy as a function of the radius
+  (:func:`art_smoothing.engine.accuracy_at_radii`), the curve of
   the randomized-smoothing papers;
 * :func:`plot_accuracy_curves` — several such curves on one figure (one figure per norm);
 * :func:`plot_radius_scatter` — certified vs empirical radius per input with the line y = x (points
@@ -20,7 +21,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Curve", "accuracy_curve", "have_matplotlib", "plot_accuracy_curves", "plot_radius_scatter",
+__all__ = ["Curve", "have_matplotlib", "plot_accuracy_curves", "plot_radius_scatter",
            "radius_grid"]
 
 _warned = False
@@ -68,21 +69,6 @@ def radius_grid(*radius_arrays, points: int = 201, top: float | None = None) -> 
         top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         top *= 1.05
     return np.linspace(0.0, top, points)
-
-
-def accuracy_curve(correct, radius, radii, *, strict: bool = False) -> np.ndarray:
-    """Fraction of inputs that are correct with ``radius >= r`` (``> r`` if ``strict``) for each r.
-
-    Certified accuracy uses ``>=`` (an input certified at radius R counts at every r <= R, as in Cohen et
-    al.'s curves); empirical accuracy uses ``>`` (a flip found at norm r means the input is not robust at r).
-    """
-    correct = np.asarray(correct, dtype=bool)
-    radius = np.asarray(radius, dtype=np.float64)
-    radii = np.asarray(radii, dtype=np.float64)
-    if correct.size == 0:
-        return np.zeros(len(radii))
-    cmp = radius[None, :] > radii[:, None] if strict else radius[None, :] >= radii[:, None]
-    return (cmp & correct[None, :]).mean(axis=1)
 
 
 def plot_accuracy_curves(curves: Sequence[Curve], path: str, *, title: str, xlabel: str) -> str | None:

@@ -454,3 +454,28 @@ def test_limit_on_a_cifar_folder_never_cuts_the_training_set(run, tmp_path):
     assert result.exit_code == 0, result.stderr
     summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
     assert summary["model"]["training"]["train_examples"] == 30
+
+
+def test_certify_and_evaluate_sequential(run, tmp_path):
+    """--sequential decides the --radii grid with --n as the budget: the CSV has n_used and a decision per
+    radius, the summary and the last lines show the draws used against fixed-n's."""
+    import csv
+    import json
+
+    out = tmp_path / "seq"
+    result = run("certify", *TINY, "--n", "600", "--sequential", "--radii", "0.1,0.3", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(out / "certify.csv")))
+    assert {"n_used", "decision@0.1", "decision@0.3"} <= set(rows[0])
+    assert all(int(r["n_used"]) <= 600 for r in rows)
+    draws = json.loads((out / "summary.json").read_text())["results"]["draws"]
+    assert draws["fixed_n_total"] == 600 * len(rows) and draws["n_used_total"] == sum(int(r["n_used"]) for r in rows)
+    assert "sequential:" in result.stdout and "fixed-n" in result.stdout
+    no_radii = run("certify", *TINY, "--sequential", "--out", tmp_path / "none")
+    assert no_radii.exit_code == 2 and "--radii" in no_radii.stderr
+    result = run("evaluate", *TINY, "--limit", "3", "--search-steps", "1", "--attack-steps", "2", "--eot-samples",
+                 "4", "--n", "600", "--sequential", "--radii", "0.2", "--out", tmp_path / "ev")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "evaluate.csv")))
+    assert len(rows) == 3 and all(1 <= int(r["n_used"]) <= 600 for r in rows)
+    assert "sequential:" in result.stdout

@@ -194,6 +194,14 @@ def certify_kwargs(params: dict[str, Any], norm: float, method: str | None, box:
                               "box": box}
     if params.get("deterministic"):
         kwargs["deterministic"] = True
+    if params.get("randomized"):
+        kwargs["randomized"] = True
+    if params.get("sequential"):
+        radii = parse_radii(params.get("radii"))
+        if radii is None:
+            raise CLIError("--sequential decides given radii: pass --radii R1,R2,... (in the norm of --norm); --n is "
+                           "then the budget of draws per input.")
+        kwargs.update(sequential=True, radius=radii)
     backend = _backend(params)
     if backend is not None:
         kwargs["backend"] = backend

@@ -43,6 +43,7 @@ CONTEXT_PARAMS = {"clip_values"}
 #: option names used by the CLI itself (a noise parameter with such a name is set as --noise NAME:param=v)
 RESERVED = {"data", "limit", "noise", "norm", "method", "box", "form", "n", "n0", "alpha", "batch_size", "device",
             "seed", "out", "quiet", "model", "weights", "epochs", "lr", "trainer", "backend", "workers", "radii",
+            "sequential", "randomized",
             "deterministic", "help", "version", "verbose", "debug", "no_cache", "factory_arg", "trainer_param",
             "train_limit", "train_batch_size", "attack_param", "search_steps", "eps_max", "n_predict",
             "attack_steps", "eot_samples", "restarts", "rerun", "ray_address", "image_size", "clip_values"}
@@ -118,8 +119,16 @@ def certificate_options(multiple: bool, default_n: int) -> list[Callable]:
                      help="Clopper-Pearson bound on p_A only (binary) or on p_A and p_B (multiclass)."),
         click.option("--deterministic", is_flag=True, default=False,
                      help="Exact smoothed probabilities from the noise's finite draws (e.g. deterministic_splitting)."),
+        click.option("--sequential", is_flag=True, default=False,
+                     help="Anytime-valid sequential CERTIFY: decide the --radii grid per input, stopping as soon as "
+                          "each radius is certified or out of reach; --n is then the budget (same guarantee, most "
+                          "inputs need far fewer draws)" + (". The grid is in the first --norm; other norms and "
+                                                            "methods come from the same bounds." if multiple else ".")),
+        click.option("--randomized", is_flag=True, default=False,
+                     help="Randomized Clopper-Pearson bounds (fixed-n only): never below the plain ones; the radius "
+                          "then also depends on a seeded auxiliary uniform."),
         click.option("--n", "n", type=click.IntRange(min=1), default=default_n, show_default=True,
-                     help="Estimation draws per input."),
+                     help="Estimation draws per input (the budget with --sequential)."),
         click.option("--n0", "n0", type=click.IntRange(min=1), default=100, show_default=True,
                      help="Selection draws per input (and draws of each PREDICT)."),
         click.option("--alpha", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True), default=0.001,
@@ -127,7 +136,8 @@ def certificate_options(multiple: bool, default_n: int) -> list[Callable]:
         click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
                      help="Noisy samples per forward pass."),
         click.option("--radii", default=None, metavar="R1,R2,...",
-                     help="Radii of the printed table (default: six round values up to the largest radius)."),
+                     help="Radii of the printed table (default: six round values up to the largest radius); with "
+                          "--sequential, the radii decided."),
     ]
 
 

@@ -8,11 +8,12 @@ import math
 from typing import Any
 
 import click
+import numpy as np
 
 from art_smoothing import registry
 
-__all__ = ["certificate_section", "data_section", "describe_noise", "format_table", "model_section",
-           "nice_radii", "say"]
+__all__ = ["certificate_section", "data_section", "describe_noise", "draws_line", "draws_section", "format_table",
+           "model_section", "nice_radii", "say"]
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -83,4 +84,21 @@ def certificate_section(params, norm_label: str, method, *, box_used: bool, form
     return {"norm": norm_label, "method": params.get("method") or "best", "resolved_method": method,
             "box_used": box_used, "form": form, "n": params["n"], "n0": params["n0"],
             "alpha": params["alpha"], "deterministic": bool(params.get("deterministic")),
+            "sequential": bool(params.get("sequential")), "randomized": bool(params.get("randomized")),
             "backend": params.get("backend", "local")}
+
+
+def draws_section(n_used, n: int) -> dict[str, Any] | None:
+    """Estimation draws a sequential certification used (``n_used``, one per input) against the ``n`` per input
+    of fixed-n CERTIFY (None when the certification was fixed-n)."""
+    if n_used is None:
+        return None
+    n_used = np.asarray(n_used, dtype=np.int64)
+    used, fixed = int(n_used.sum()), int(n) * len(n_used)
+    return {"n_used_total": used, "fixed_n_total": fixed, "fewer": fixed / max(used, 1),
+            "n_used_mean": float(n_used.mean()) if len(n_used) else 0.0}
+
+
+def draws_line(draws: dict[str, Any]) -> str:
+    return (f"sequential: {draws['n_used_total']} estimation draws used of {draws['fixed_n_total']} for fixed-n "
+            f"({draws['fewer']:.1f}x fewer, {draws['n_used_mean']:.0f} per input)")

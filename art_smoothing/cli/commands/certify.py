@@ -41,10 +41,12 @@ def certify_command(ctx, **_):
     correct = result.prediction == y
     run.write_csv("certify.csv", [
         {"index": rec["index"], "label": int(label), "prediction": rec["prediction"],
-         "correct": bool(rec["prediction"] == label), **{k: rec[k] for k in _RECORD_COLUMNS}}
+         "correct": bool(rec["prediction"] == label), **{k: rec[k] for k in _RECORD_COLUMNS},
+         **{k: v for k, v in rec.items() if k == "n_used" or k.startswith("decision@")}}
         for rec, label in zip(result.to_records(), y)])
     finite = result.radius[np.isfinite(result.radius)]
     radii = table_radii or report.nice_radii(float(np.max(finite, initial=0.0)))
+    draws = report.draws_section(result.n_used, params["n"])
     acc = result.certified_accuracy(y, radii)
     label = norm_name(norm)
     grid = radius_grid(result.radius)
@@ -60,6 +62,8 @@ def certify_command(ctx, **_):
         "mean_radius_correct": float(finite_correct.mean()) if finite_correct.size else 0.0,
         "infinite_radii": int(np.sum(np.isinf(result.radius))),
     }
+    if draws is not None:
+        results["draws"] = draws
     run.write_summary(
         data=report.data_section(data, x), noise=registry.noise_record(noise),
         model=report.model_section(info),
@@ -73,5 +77,7 @@ def certify_command(ctx, **_):
                                    [[f"{r:g}", float(a)] for r, a in zip(radii, acc)]))
     click.echo(f"clean accuracy {results['clean_accuracy']:.3f}, abstained {results['abstentions']}, "
                f"mean radius of correct inputs {results['mean_radius_correct']:.3f}")
+    if draws is not None:
+        click.echo(report.draws_line(draws))
     click.echo(run.footer())
     return run

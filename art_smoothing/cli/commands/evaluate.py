@@ -48,13 +48,7 @@ def evaluate_command(ctx, **_):
     """Attack vs certificate: certified and empirical radius per input, summary, violations, plots."""
     from art_smoothing.certificates.norms import norm_name
     from art_smoothing.evaluation import evaluate
-    from art_smoothing.plotting import (
-        Curve,
-        accuracy_curve,
-        plot_accuracy_curves,
-        plot_radius_scatter,
-        radius_grid,
-    )
+    from art_smoothing.plotting import Curve, plot_accuracy_curves, plot_radius_scatter, radius_grid
 
     params, device, run = build.setup(ctx, "evaluate")
     data, x, y = build.load_data(params)
@@ -88,17 +82,13 @@ def evaluate_command(ctx, **_):
         # evaluate's default radii also span the empirical radii; the table shows round radii up to the
         # largest certified one, known only now
         table_radii = report.nice_radii(float(np.concatenate([cert_r[np.isfinite(cert_r)], [0.0]]).max()))
-        cert_acc = accuracy_curve(correct, cert_r, table_radii)
-        emp_acc = accuracy_curve(correct, emp_r, table_radii, strict=True)
-    else:
-        cert_acc, emp_acc = evaluation.summary.certified_accuracy, evaluation.summary.empirical_accuracy
+    cert_acc, emp_acc = evaluation.accuracies(table_radii)
     label = norm_name(norm)
     run.write_csv("evaluate.csv", [rec | {"norm": label} for rec in records])
     grid = radius_grid(cert_r, emp_r)
     title = f"{data.name}: {len(x)} inputs, {report.describe_noise(noise)}, n={params['n']}"
-    curves = [Curve("certified", grid, accuracy_curve(correct, cert_r, grid)),
-              Curve("empirical (PGD+EOT attack)", grid, accuracy_curve(correct, emp_r, grid, strict=True),
-                    dashed=True)]
+    grid_cert, grid_emp = evaluation.accuracies(grid)
+    curves = [Curve("certified", grid, grid_cert), Curve("empirical (PGD+EOT attack)", grid, grid_emp, dashed=True)]
     run.add_file(plot_accuracy_curves(curves, run.path("certified_accuracy.png"), title=title,
                                       xlabel=f"{label} radius"))
     run.add_file(plot_radius_scatter(cert_r, emp_r, run.path("radius_scatter.png"), title=title,
@@ -107,6 +97,10 @@ def evaluate_command(ctx, **_):
     results = {"n_inputs": len(x), "radii": list(table_radii),
                "certified_accuracy": [float(a) for a in cert_acc],
                "empirical_accuracy": [float(a) for a in emp_acc]} | {k: s[k] for k in _RESULT_KEYS}
+    draws = report.draws_section([r["n_used"] for r in records] if records and "n_used" in records[0] else None,
+                                 params["n"])
+    if draws is not None:
+        results["draws"] = draws
     run.write_summary(
         data=report.data_section(data, x), noise=registry.noise_record(noise),
         model=report.model_section(info),
@@ -127,5 +121,7 @@ def evaluate_command(ctx, **_):
                f"empirical/certified radius {ratio} (over {s['ratio_count']}), "
                f"no flip found {s['no_flip_found']}, violations {s['violations']} "
                f"(expected <= {s['violations_expected_max']:.2g})")
+    if draws is not None:
+        click.echo(report.draws_line(draws))
     click.echo(run.footer())
     return run
