@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from art_smoothing.attacks.radius import empirical_radius, make_attack
+from art_smoothing.certificates.inversion import check_radius
 from art_smoothing.certificates.norms import norm_name, parse_norm
 from art_smoothing.checks import labels_as_indices
 from art_smoothing.engine.backends import resolve_backend
@@ -227,8 +228,8 @@ def certify_and_attack(smoothed, x: np.ndarray, labels: np.ndarray, p: float, at
 
 def check_radii(radii) -> np.ndarray:
     """A list of finite non-negative radii as a float64 array (for accuracy curves)."""
-    radii = np.atleast_1d(np.asarray(radii, dtype=np.float64))
-    if radii.ndim != 1 or np.any(radii < 0) or not np.all(np.isfinite(radii)):
+    radii = np.atleast_1d(check_radius(radii, "radii"))
+    if radii.ndim != 1 or not np.all(np.isfinite(radii)):
         raise ValueError("radii must be a list of finite non-negative radii.")
     return radii
 

@@ -34,21 +34,11 @@ import math
 import numpy as np
 import torch
 
-from art_smoothing.checks import check_int
+from art_smoothing.checks import check_clip_values, check_int
 from art_smoothing.noise.base import Noise, certificate, check_positive
 from art_smoothing.noise.uniform import BoxL1Certificates, cube_linf_radius
 
 __all__ = ["DeterministicSplittingNoise", "SplittingNoise"]
-
-
-def _check_clip(clip_values) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in clip_values)
-    except (TypeError, ValueError):
-        raise ValueError(f"clip_values must be a pair (lo, hi), got {clip_values!r}.") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"clip_values must be finite (lo, hi) with lo < hi, got {clip_values!r}.")
-    return lo, hi
 
 
 class _SplittingBase(Noise):
@@ -59,7 +49,9 @@ class _SplittingBase(Noise):
 
     def __init__(self, scale: float, clip_values=(0.0, 1.0)):
         self.scale = check_positive("scale", scale)
-        self.clip_values = _check_clip(clip_values)
+        if clip_values is None:
+            raise ValueError("clip_values must be the input box (lo, hi) splitting noise quantizes within, got None.")
+        self.clip_values = check_clip_values(clip_values, per_feature_ok=False)
 
     @property
     def std(self) -> float:
