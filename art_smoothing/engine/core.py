@@ -45,7 +45,7 @@ class SmoothingEngine:
     A concrete estimator provides the attributes ``noise``, ``seed``, ``sample_size``, ``alpha``,
     ``verbose``, ``input_shape``, ``nb_classes``, ``device`` (a ``torch.device``) and ``noise_dtype``, and
     the methods :meth:`base_labels` (the base classifier's hard decisions on noisy inputs already on the
-    device) and :meth:`set_eval`.
+    device), :meth:`set_eval` and :meth:`check_smoothing_params`.
     """
 
     # ------------------------------------------------------------------ what the estimator provides
@@ -55,6 +55,9 @@ class SmoothingEngine:
 
     def set_eval(self) -> None:
         """Put the base model in evaluation mode (no-op for models without one)."""
+
+    def check_smoothing_params(self) -> None:
+        """Validate the smoothing parameters before a call (they may have been assigned directly)."""
 
     # ------------------------------------------------------------------ inputs and streams
     @property

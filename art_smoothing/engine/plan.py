@@ -8,7 +8,7 @@ estimation votes into bounds, radii and abstentions (Cohen et al., Algorithm 1, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -86,7 +86,6 @@ class CertifyPlan:
     sequential: bool = False
     radii: tuple[float, ...] | None = None
     randomized: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def build(cls, estimator, n, batch_size=128, *, norm=None, method=None, form="binary", n0=None, box=True,
