@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from art_smoothing import SmoothedClassifier, evaluate
-from art_smoothing.distributed import RayBackend
+from art_smoothing.distributed import DifferentRunError, LocalBackend, RayBackend
 from art_smoothing.models import DigitsCNN, make_classifier
 from art_smoothing.noise import GaussianNoise, UniformNoise
 
@@ -161,6 +161,45 @@ def test_votes_agree_across_forward_batch_sizes(setup, references):
     sm, x = smoothed_for(setup), setup[2]
     other = one_thread(sm.certify_detailed, x, N, batch_size=64)
     np.testing.assert_array_equal(other.counts, references["gaussian-binary"].counts)
+
+
+def test_local_backend_resumes_from_whole_chunks_only(setup, tmp_path):
+    """LocalBackend: certify equals the single-process path; an evaluation whose store lost the end of a chunk
+    (a crash mid-write) recomputes that whole chunk, so the resumed result equals the uninterrupted one; the
+    chunk size is the run's (reused when not given, refused when different); a finished run needs no model."""
+    from art_smoothing.distributed.chunked import fixed_chunks
+
+    chunks = fixed_chunks([2, 3, 5, 6, 7, 8], 4)  # by index: the chunks of an uninterrupted run, less what is done
+    assert [c.tolist() for c in chunks] == [[2, 3], [5, 6, 7], [8]]
+    model, base, x, y = setup
+    sm = smoothed_for(setup)
+    assert_same(one_thread(sm.certify_detailed, x, N, batch_size=BATCH,
+                           backend=LocalBackend(output_dir=tmp_path / "c", chunk_size=5, progress=False)),
+                one_thread(sm.certify_detailed, x, N, batch_size=BATCH))
+
+    def fresh():
+        return SmoothedClassifier(base, GaussianNoise(0.25), sample_size=N0, seed=7, eot_samples=8)
+
+    kw = {"norm": 2, "n": N, "batch_size": BATCH, "search_steps": 3, "attack": {"max_iter": 4}}
+    ref = one_thread(evaluate, fresh(), x, y, backend=LocalBackend(chunk_size=5, progress=False), **kw).to_dict()
+    out = tmp_path / "e"
+    backend = LocalBackend(output_dir=out, chunk_size=5, progress=False)
+    assert one_thread(evaluate, fresh(), x, y, backend=backend, **kw).to_dict() == ref
+    assert backend.saved() == (N_INPUTS, N_INPUTS)
+    jsonl = out / "evaluate.jsonl"
+    lines = jsonl.read_text().splitlines()
+    jsonl.write_text("".join(line + "\n" for line in lines[:7]) + lines[7][:20])  # chunk 1 (inputs 5-9) cut short
+    backend = LocalBackend(output_dir=out, progress=False)  # chunk size: the run's
+    assert one_thread(evaluate, fresh(), x, y, backend=backend, **kw).to_dict() == ref
+    indices = [json.loads(line)["index"] for line in jsonl.read_text().splitlines()]
+    assert indices == [*range(7), *range(5, N_INPUTS)]  # the whole of chunk 1 again, chunk 0 not
+    with pytest.raises(DifferentRunError, match="chunk_size"):
+        evaluate(fresh(), x, y, backend=LocalBackend(output_dir=out, chunk_size=4, progress=False), **kw)
+    model.forbid = True  # any forward pass now raises: a complete run comes from disk alone
+    try:
+        assert evaluate(fresh(), x, y, backend=backend, **kw).to_dict() == ref
+    finally:
+        model.forbid = False
 
 
 # ---------------------------------------------------------------------- on Ray
@@ -354,3 +393,4 @@ def test_numpy_smoothed_classifier_on_ray(ray_local, digits):
                                                                             progress=False))
     assert_same(result, ref)
     assert type(sm).__name__ == "NumpySmoothedClassifier"
+
