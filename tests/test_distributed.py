@@ -57,6 +57,32 @@ class Sabotaged(nn.Module):
         return self.inner(x)
 
 
+#: the driver's forward passes of :class:`Interrupting` so far, and the pass that raises (None: never)
+INTERRUPT = {"calls": 0, "at": None}
+
+
+class Interrupting(nn.Module):
+    """A digits CNN that raises KeyboardInterrupt (as Ctrl-C does) on the driver's ``INTERRUPT["at"]``-th forward
+    pass; never in a Ray worker."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.driver_pid = os.getpid()
+
+    def forward(self, x):
+        if os.getpid() == self.driver_pid:
+            INTERRUPT["calls"] += 1
+            if INTERRUPT["at"] is not None and INTERRUPT["calls"] >= INTERRUPT["at"]:
+                raise KeyboardInterrupt
+        return self.inner(x)
+
+
+def interruptible_digits():
+    """``--model tests.test_distributed:interruptible_digits`` (weights: the ``setup`` model's state dict)."""
+    return Interrupting(DigitsCNN(width=8))
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     if ray.is_initialized():
@@ -394,3 +420,38 @@ def test_numpy_smoothed_classifier_on_ray(ray_local, digits):
     assert_same(result, ref)
     assert type(sm).__name__ == "NumpySmoothedClassifier"
 
+
+def test_cli_run_interrupted_locally_resumes_on_ray(ray_local, setup, tmp_path):
+    """``certify`` interrupted (Ctrl-C) in this process, then resumed with ``--backend ray --workers 2`` by the
+    command it printed: the Ray workers compute only the inputs not saved, and certify.csv equals an
+    uninterrupted local run's byte for byte."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from art_smoothing.cli import cli
+
+    torch.save(setup[0].state_dict(), tmp_path / "w.pt")  # Sabotaged and Interrupting both hold it as `inner`
+    args = ["certify", "--limit", "6", "--n", "60", "--n0", "20", "--batch-size", "500", "--seed", "3", "--quiet",
+            "--chunk-size", "2", "--model", f"{__name__}:interruptible_digits", "--weights", str(tmp_path / "w.pt")]
+    runner = CliRunner()
+
+    def invoke(*words):
+        return one_thread(runner.invoke, cli, [str(w) for w in words], catch_exceptions=False)
+
+    assert invoke(*args, "--out", tmp_path / "whole").exit_code == 0
+    INTERRUPT.update(calls=0, at=8)  # one output check, then 4 passes per chunk of 2 inputs: stops in chunk 2
+    try:
+        cut = invoke(*args, "--out", tmp_path / "cut")
+    finally:
+        INTERRUPT["at"] = None
+    assert cut.exit_code == 130, cut.output
+    line = cut.stderr.strip()
+    assert line.startswith("Interrupted: 2 of 6 inputs saved in ") and "\n" not in line
+    resumed = invoke(*shlex.split(line.split("resume with: ")[1])[1:], "--backend", "ray", "--workers", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert (tmp_path / "cut" / "certify.csv").read_bytes() == (tmp_path / "whole" / "certify.csv").read_bytes()
+    jsonl = (tmp_path / "cut" / "progress" / "certify.jsonl").read_text()
+    indices = [json.loads(record)["index"] for record in jsonl.splitlines()]
+    assert indices[:2] == [0, 1] and sorted(indices) == list(range(6))  # each input computed once
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["certificate"]["backend"] == "ray"
