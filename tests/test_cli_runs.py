@@ -271,6 +271,32 @@ def test_unwritable_cache_warns_once_and_runs(run, tmp_path):
     assert len(read_csv(out / "certify.csv")) == 6
 
 
+# ---------------------------------------------------------------------------------------------- rerun
+def test_rerun_never_overwrites_its_source_and_fails_on_differences(run, tmp_path, monkeypatch):
+    out = tmp_path / "orig"
+    ok(run("certify", *TINY, "--out", out))
+    for target in (out, out / "inside"):
+        refused = run("rerun", out, "--out", target)
+        assert refused.exit_code == 2 and "never overwrites its source" in refused.stderr
+    monkeypatch.chdir(tmp_path)
+    same = ok(run("rerun", out))  # default: a new folder under results/
+    (new,) = os.listdir(tmp_path / "results")
+    assert "identical" in same.stdout and str(out) not in new
+    rows = read_csv(out / "certify.csv")
+    value = rows[2]["p_a_lower"]
+    rows[2]["p_a_lower"] = value + "1"
+    with open(out / "certify.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tampered = (out / "certify.csv").read_text()
+    differs = run("rerun", out)
+    assert differs.exit_code == 1
+    assert f"certify.csv differs from {out} at input 2, field p_a_lower: {value}1 (original) vs {value} (rerun)" \
+        in differs.stdout
+    assert (out / "certify.csv").read_text() == tampered  # the source is never written
+
+
 # ---------------------------------------------------------------------------------------------- options
 def test_factory_without_weights_warns_and_is_recorded_untrained(run, tmp_path, monkeypatch):
     (tmp_path / "user_nets.py").write_text(FACTORY)
