@@ -35,11 +35,13 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(cache):
-    """Invoke the CLI in-process with the temporary model cache; returns click's Result."""
+    """Invoke the CLI in-process with the temporary model cache (``env=``: more variables); returns click's
+    Result."""
     runner = CliRunner()
 
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], env={"ART_SMOOTHING_CACHE": cache}, catch_exceptions=False)
+    def invoke(*args, env=None):
+        return runner.invoke(cli, [str(a) for a in args], env={"ART_SMOOTHING_CACHE": cache, **(env or {})},
+                             catch_exceptions=False)
 
     return invoke
 

@@ -15,11 +15,8 @@ import textwrap
 
 import pytest
 import torch
-from click.testing import CliRunner
-
-from art_smoothing.cli import cli
 from art_smoothing.cli.lock import FolderLock
-from tests.test_cli import FACTORY, TINY, TINY_RUN, ok, read_csv, read_json
+from tests.test_cli import FACTORY, TINY, TINY_RUN, cache, ok, read_csv, read_json, run  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 
@@ -47,23 +44,6 @@ STOPPER = textwrap.dedent("""
     def make():
         return Net()
     """)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("cache"))
-
-
-@pytest.fixture(scope="module")
-def run(cache):
-    """Invoke the CLI in-process with the temporary model cache; returns click's Result."""
-    runner = CliRunner()
-
-    def invoke(*args, env=None):
-        return runner.invoke(cli, [str(a) for a in args], env={"ART_SMOOTHING_CACHE": cache, **(env or {})},
-                             catch_exceptions=False)
-
-    return invoke
 
 
 @pytest.fixture(scope="module")
