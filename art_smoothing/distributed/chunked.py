@@ -94,8 +94,11 @@ class ChunkJob:
     args: dict[str, Any] | None = None
 
     def arguments(self, idx: np.ndarray, put=None) -> tuple:
-        """The arguments of chunk ``idx`` (``put`` wraps the inputs, e.g. ``ray.put``)."""
-        x = self.x[idx] if put is None else put(self.x[idx])
+        """The arguments of chunk ``idx`` (``put`` wraps the inputs, e.g. ``ray.put``). A run of consecutive
+        indices is passed as a view of the inputs, as the single-process path sees them: a copy could change
+        their strides and with them the memory format, hence the kernels, torch picks."""
+        x = self.x[idx[0]:idx[-1] + 1] if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else self.x[idx]
+        x = x if put is None else put(x)
         if self.task == "certify":
             return x, self.seed, self.plan
         eps = self.eps_max[idx] if self.eps_max is not None and np.ndim(self.eps_max) == 1 else self.eps_max

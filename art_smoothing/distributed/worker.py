@@ -36,9 +36,14 @@ def result_fields(fields: tuple[str, ...], plan: CertifyPlan) -> tuple[str, ...]
     return (*fields, *SEQUENTIAL_FIELDS) if plan.sequential else fields
 
 
+def _writable(x: np.ndarray) -> np.ndarray:
+    """``x``, copied only when read-only (a Ray object-store view): a copy may change its strides."""
+    return x if x.flags.writeable else np.array(x)
+
+
 def certify_chunk(estimator, x: np.ndarray, seed: int, plan: CertifyPlan) -> dict[str, np.ndarray]:
     """CERTIFY of one chunk: ``estimator.run_certify`` with the run's base seed; the per-input arrays."""
-    result = estimator.run_certify(np.array(x), plan, seed=seed)  # object-store arrays are read-only views
+    result = estimator.run_certify(_writable(x), plan, seed=seed)
     return {f: getattr(result, f) for f in result_fields(CERTIFY_FIELDS, plan)}
 
 
@@ -51,7 +56,7 @@ def evaluate_chunk(estimator, x: np.ndarray, labels: np.ndarray, eps_max, seed: 
     estimator.gradient_calls = gradient_calls  # every chunk starts where the driver's counter is
     attack = SmoothedPGD(estimator, **args["attack"])
     cert, details = certify_and_attack(
-        estimator, np.array(x), labels, args["p"], attack, n=args["n"], n0=args["n0"],
+        estimator, _writable(x), labels, args["p"], attack, n=args["n"], n0=args["n0"],
         batch_size=args["batch_size"], eps_max=eps_max, search_steps=args["search_steps"],
         n_predict=args["n_predict"], certify_kwargs=args["certify_kwargs"])
     out = {f: getattr(cert, f) for f in CERTIFY_FIELDS}
