@@ -134,13 +134,19 @@ def test_interrupted_run_resumes_byte_identical(run, stopper, tmp_path, command)
     assert str(tmp_path / "cut") in resumed.stdout.splitlines()[-1]
 
 
-def test_resume_with_other_options_or_nothing_to_resume_is_refused(run, stopper, tmp_path):
+def test_crashed_run_resumes_with_its_own_options_only(run, stopper, tmp_path):
+    """A crash mid-run (the model raises) ends like Ctrl-C but with exit code 1 and the error named; --resume
+    with other options, into a folder without an interrupted run, or of another command is refused."""
     module, weights = stopper
     args = ["certify", *TINY_RUN, "--model", "art_stop_nets:make", "--weights", weights, "--chunk-size", "2"]
-    module.calls, module.stop_at = 0, 9  # 13 passes in all: one output check, then chunks of 2 inputs
-    stopped = run(*args, "--out", tmp_path / "cut")
-    module.stop_at = None
-    assert stopped.exit_code == 130 and stopped_line(stopped)[1] > 0
+    module.calls, module.stop_at, module.error = 0, 9, RuntimeError  # 13 passes: an output check, 4 per chunk
+    try:
+        stopped = run(*args, "--out", tmp_path / "cut")
+    finally:
+        module.stop_at, module.error = None, KeyboardInterrupt
+    assert stopped.exit_code == 1
+    line, saved = stopped_line(stopped)
+    assert line.startswith("Error: the run stopped (RuntimeError: stopped by the test): 2 of 6 inputs saved in ")
     other = run(*[a if a != "60" else "61" for a in args], "--out", tmp_path / "cut", "--resume")
     assert other.exit_code == 2
     assert "has --n 60, this command 61" in other.stderr and other.stderr.count("\n") == 1
