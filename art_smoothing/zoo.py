@@ -8,7 +8,8 @@ everything that determines its weights: architecture, data (a hash of the traini
 its parameters, trainer and its parameters, epochs, batch size, learning rate, seed and device type.
 Training is deterministic given the seed (weights initialised after ``torch.manual_seed(seed)``, noise
 draws and shuffling from the smoothed estimator's seeded streams), so a cache hit returns exactly the
-weights a retraining would produce on the same machine.
+weights a retraining would produce on the same machine. A cache folder that cannot be written is not an
+error: the model is trained and used without being cached (one warning per folder).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from art_smoothing.models import DigitsCNN, SmallCNN, make_classifier
-from art_smoothing.storage import atomic_write, atomic_write_text, cache_dir
+from art_smoothing.storage import CACHE_ENV_VAR, atomic_write, atomic_write_text, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ __all__ = [
     "bundled_architecture",
     "check_model_output",
     "load_model",
+    "model_kind",
     "resolve_device",
     "save_torchscript",
     "train_bundled",
@@ -47,6 +50,9 @@ __all__ = [
 
 #: bump when the training recipe changes, so stale cached weights are not reused
 RECIPE_VERSION = 1
+
+#: cache folders found unwritable in this process (warned about once)
+_UNWRITABLE_CACHES: set[str] = set()
 
 
 class MLP(nn.Module):
@@ -122,6 +128,28 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def _cache_writable(folder: str) -> bool:
+    """Whether a file can be written in ``folder`` (created if missing); warns once per folder when not."""
+    if folder in _UNWRITABLE_CACHES:
+        return False
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tmp-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        _cache_unwritable(folder, err)
+        return False
+    return True
+
+
+def _cache_unwritable(folder: str, err: OSError) -> None:
+    if folder not in _UNWRITABLE_CACHES:
+        _UNWRITABLE_CACHES.add(folder)
+        logger.warning("The model cache %s cannot be written (%s): the model is trained without being cached; set "
+                       "%s to a writable folder to keep it.", folder, err.strerror or err, CACHE_ENV_VAR)
+
+
 def _sha256(path: str) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:16]
@@ -164,6 +192,8 @@ def train_bundled(data, noise, *, epochs: int, seed: int, device: torch.device, 
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()[:20]
     weights_path = cache_dir("models", f"{arch}-{key}.pt")
     cacheable = use_cache and model is None
+    if cacheable and not os.path.isfile(weights_path):  # checked before training, not after it
+        cacheable = _cache_writable(os.path.dirname(weights_path))
 
     torch.manual_seed(int(seed))
     if model is None:
@@ -203,15 +233,30 @@ def train_bundled(data, noise, *, epochs: int, seed: int, device: torch.device, 
     details.update(cached=False, training=training)
     if cacheable:
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        atomic_write(weights_path, lambda p: torch.save(state, p))
         meta = {"key_fields": key_fields, "training": training}
-        atomic_write_text(weights_path[:-3] + ".json", json.dumps(meta, indent=2, default=str))
-        details["path"] = weights_path
-        logger.info("Cached the trained model as %s.", weights_path)
+        try:  # the metadata first: weights without it are still a cache hit, metadata alone is none
+            atomic_write_text(weights_path[:-3] + ".json", json.dumps(meta, indent=2, default=str))
+            atomic_write(weights_path, lambda p: torch.save(state, p))
+        except OSError as err:  # a full disk or a folder turned read-only: the trained model is still good
+            _cache_unwritable(os.path.dirname(weights_path), err)
+        else:
+            details["path"] = weights_path
+            logger.info("Cached the trained model as %s.", weights_path)
     return classifier, ModelInfo("bundled" if model_spec is None else "factory", arch, details)
 
 
 # ---------------------------------------------------------------------------------------------- user models
+def model_kind(spec: str | None) -> str:
+    """What a ``--model`` value names: ``"bundled"``, ``"torchscript"`` (an existing file, or a path or file name
+    without a colon) or ``"factory"`` (``module:factory``)."""
+    if spec in (None, "", "bundled"):
+        return "bundled"
+    looks_like_file = os.path.sep in spec or spec.endswith((".pt", ".pth", ".ts", ".jit", ".zip"))
+    if os.path.isfile(spec) or (looks_like_file and ":" not in spec):
+        return "torchscript"
+    return "factory"
+
+
 def _import_factory(spec: str):
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -252,8 +297,7 @@ def load_model(spec: str, *, weights: str | None = None, factory_kwargs: dict[st
     """A user model: a TorchScript file (``torch.jit.save``), or ``module:factory`` (called with
     ``factory_kwargs``) with optional ``weights`` (a state dict file). Returns ``(model, info)``."""
     device = device or torch.device("cpu")
-    looks_like_file = os.path.sep in spec or spec.endswith((".pt", ".pth", ".ts", ".jit", ".zip"))
-    if os.path.isfile(spec) or (looks_like_file and ":" not in spec):
+    if model_kind(spec) == "torchscript":
         if not os.path.isfile(spec):
             raise ValueError(f"Model file {spec!r} not found: pass an existing TorchScript file, module:factory, "
                              "or leave --model out for the bundled model.")

@@ -22,9 +22,10 @@ from art_smoothing.cli import cli
 # TorchScript (the model format of `train`) is deprecated in recent torch but still the portable one.
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 
-#: tiny but real: a DigitsCNN trained one epoch on 300 digits, 6 test inputs, 60 + 20 draws
-TINY = ["--limit", "6", "--n", "60", "--n0", "20", "--epochs", "1", "--train-limit", "300", "--batch-size", "500",
-        "--seed", "3", "--quiet"]
+#: tiny but real: 6 test inputs, 60 + 20 draws ...
+TINY_RUN = ["--limit", "6", "--n", "60", "--n0", "20", "--batch-size", "500", "--seed", "3", "--quiet"]
+#: ... with a DigitsCNN trained one epoch on 300 digits (training options are refused with a user model)
+TINY = [*TINY_RUN, "--epochs", "1", "--train-limit", "300"]
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +35,13 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run(cache):
-    """Invoke the CLI in-process with the temporary model cache; returns click's Result."""
+    """Invoke the CLI in-process with the temporary model cache (``env=``: more variables); returns click's
+    Result."""
     runner = CliRunner()
 
-    def invoke(*args):
-        return runner.invoke(cli, [str(a) for a in args], env={"ART_SMOOTHING_CACHE": cache}, catch_exceptions=False)
+    def invoke(*args, env=None):
+        return runner.invoke(cli, [str(a) for a in args], env={"ART_SMOOTHING_CACHE": cache, **(env or {})},
+                             catch_exceptions=False)
 
     return invoke
 
@@ -245,7 +248,7 @@ def test_train_is_deterministic_and_its_model_certifies(run, tmp_path):
     assert 0.0 <= summary["results"]["clean_accuracy"] <= 1.0
     assert len(summary["model"]["training"]["epoch_losses"]) == 1
     out = tmp_path / "ts"
-    ok(run("certify", *TINY, "--noise", "uniform", "--scale", "0.5", "--model", tmp_path / "a" / "model.pt",
+    ok(run("certify", *TINY_RUN, "--noise", "uniform", "--scale", "0.5", "--model", tmp_path / "a" / "model.pt",
            "--out", out))
     summary = read_json(out / "summary.json")
     assert summary["model"]["source"] == "torchscript"
@@ -282,11 +285,11 @@ def test_factory_model_with_weights(run, tmp_path, monkeypatch):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     torch.save(model.state_dict(), tmp_path / "w.pt")
     out = tmp_path / "f"
-    ok(run("certify", *TINY, "--model", "user_nets:make", "--weights", tmp_path / "w.pt", "--out", out))
+    ok(run("certify", *TINY_RUN, "--model", "user_nets:make", "--weights", tmp_path / "w.pt", "--out", out))
     summary = read_json(out / "summary.json")
     assert summary["model"]["source"] == "factory" and summary["model"]["spec"] == "user_nets:make"
     # wrong number of outputs: one line, exit 2
-    bad = run("certify", *TINY, "--model", "user_nets:make", "--factory-arg", "classes=5", "--out", tmp_path / "g")
+    bad = run("certify", *TINY_RUN, "--model", "user_nets:make", "--factory-arg", "classes=5", "--out", tmp_path / "g")
     assert bad.exit_code == 2
     assert bad.stderr.strip().count("\n") == 0
     assert "outputs 5 scores per input but the data has 10 classes" in bad.stderr
@@ -337,6 +340,19 @@ BAD = [
     (["evaluate", "--norm", "3"], "l1, l2 or linf"),
     (["compare", "--method", "teng", "--noise", "gaussian:sigma=0.25"], "none of the noises"),
     (["rerun", "no_such_summary.json"], "not found"),
+    # issue 17: an option that would change nothing, or contradicts another, is refused
+    (["certify", "--factory-arg", "classes=5"], "--factory-arg is a keyword argument of --model module:factory"),
+    (["certify", "--model", "some_model.pt", "--epochs", "3"], "--epochs sets how the bundled model is trained"),
+    (["certify", "--model", "user_nets:make", "--trainer", "macer"], "drop --trainer"),
+    (["evaluate", "--model", "user_nets:make", "--lr", "0.1"], "drop --lr"),
+    (["compare", "--model", "user_nets:make", "--no-cache"], "drop --no-cache"),
+    (["certify", "--model", "some_model.pt", "--weights", "w.pt"], "a TorchScript file already holds its weights"),
+    (["train", "--model", "user_nets:make", "--no-cache"], "is never cached"),
+    (["train", "--backend", "ray"], "train certifies nothing"),
+    (["certify", "--resume"], "--resume needs --out DIR"),
+    (["certify", "--resume", "--overwrite"], "choose one"),
+    (["certify", "--resume", "--deterministic"], "--deterministic (exact) certification runs in one piece"),
+    (["certify", "--deterministic", "--backend", "ray"], "drop --backend ray"),
     (["frobnicate"], "No such command"),
 ]
 
@@ -346,7 +362,10 @@ def test_bad_input_is_one_line_exit_2(run, tmp_path, monkeypatch, args, message)
     (tmp_path / "user_nets.py").write_text(FACTORY)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    result = run(*args, "--out", tmp_path / "out") if args[0] != "frobnicate" else run(*args)
+    if args[0] == "frobnicate" or args[-1] == "--resume":  # the bad command, a resume without --out
+        result = run(*args)
+    else:
+        result = run(*args, "--out", tmp_path / "out")
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert err.startswith("Error: ") and "\n" not in err, err
@@ -394,7 +413,7 @@ def test_without_matplotlib_runs_and_warns(tmp_path, cache):
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "ART_SMOOTHING_CACHE": cache})
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(tmp_path / "np")) == ["certify.csv", "summary.json"]
+    assert sorted(os.listdir(tmp_path / "np")) == ["certify.csv", "progress", "summary.json"]
     warnings = [line for line in proc.stderr.splitlines() if "matplotlib" in line]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING:")
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from art_smoothing import SmoothedClassifier, evaluate
-from art_smoothing.distributed import RayBackend
+from art_smoothing.distributed import DifferentRunError, LocalBackend, RayBackend
 from art_smoothing.models import DigitsCNN, make_classifier
 from art_smoothing.noise import GaussianNoise, UniformNoise
 
@@ -55,6 +55,32 @@ class Sabotaged(nn.Module):
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
         return self.inner(x)
+
+
+#: the driver's forward passes of :class:`Interrupting` so far, and the pass that raises (None: never)
+INTERRUPT = {"calls": 0, "at": None}
+
+
+class Interrupting(nn.Module):
+    """A digits CNN that raises KeyboardInterrupt (as Ctrl-C does) on the driver's ``INTERRUPT["at"]``-th forward
+    pass; never in a Ray worker."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.driver_pid = os.getpid()
+
+    def forward(self, x):
+        if os.getpid() == self.driver_pid:
+            INTERRUPT["calls"] += 1
+            if INTERRUPT["at"] is not None and INTERRUPT["calls"] >= INTERRUPT["at"]:
+                raise KeyboardInterrupt
+        return self.inner(x)
+
+
+def interruptible_digits():
+    """``--model tests.test_distributed:interruptible_digits`` (weights: the ``setup`` model's state dict)."""
+    return Interrupting(DigitsCNN(width=8))
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +187,45 @@ def test_votes_agree_across_forward_batch_sizes(setup, references):
     sm, x = smoothed_for(setup), setup[2]
     other = one_thread(sm.certify_detailed, x, N, batch_size=64)
     np.testing.assert_array_equal(other.counts, references["gaussian-binary"].counts)
+
+
+def test_local_backend_resumes_from_whole_chunks_only(setup, tmp_path):
+    """LocalBackend: certify equals the single-process path; an evaluation whose store lost the end of a chunk
+    (a crash mid-write) recomputes that whole chunk, so the resumed result equals the uninterrupted one; the
+    chunk size is the run's (reused when not given, refused when different); a finished run needs no model."""
+    from art_smoothing.distributed.chunked import fixed_chunks
+
+    chunks = fixed_chunks([2, 3, 5, 6, 7, 8], 4)  # by index: the chunks of an uninterrupted run, less what is done
+    assert [c.tolist() for c in chunks] == [[2, 3], [5, 6, 7], [8]]
+    model, base, x, y = setup
+    sm = smoothed_for(setup)
+    assert_same(one_thread(sm.certify_detailed, x, N, batch_size=BATCH,
+                           backend=LocalBackend(output_dir=tmp_path / "c", chunk_size=5, progress=False)),
+                one_thread(sm.certify_detailed, x, N, batch_size=BATCH))
+
+    def fresh():
+        return SmoothedClassifier(base, GaussianNoise(0.25), sample_size=N0, seed=7, eot_samples=8)
+
+    kw = {"norm": 2, "n": N, "batch_size": BATCH, "search_steps": 3, "attack": {"max_iter": 4}}
+    ref = one_thread(evaluate, fresh(), x, y, backend=LocalBackend(chunk_size=5, progress=False), **kw).to_dict()
+    out = tmp_path / "e"
+    backend = LocalBackend(output_dir=out, chunk_size=5, progress=False)
+    assert one_thread(evaluate, fresh(), x, y, backend=backend, **kw).to_dict() == ref
+    assert backend.saved() == (N_INPUTS, N_INPUTS)
+    jsonl = out / "evaluate.jsonl"
+    lines = jsonl.read_text().splitlines()
+    jsonl.write_text("".join(line + "\n" for line in lines[:7]) + lines[7][:20])  # chunk 1 (inputs 5-9) cut short
+    backend = LocalBackend(output_dir=out, progress=False)  # chunk size: the run's
+    assert one_thread(evaluate, fresh(), x, y, backend=backend, **kw).to_dict() == ref
+    indices = [json.loads(line)["index"] for line in jsonl.read_text().splitlines()]
+    assert indices == [*range(7), *range(5, N_INPUTS)]  # the whole of chunk 1 again, chunk 0 not
+    with pytest.raises(DifferentRunError, match="chunk_size"):
+        evaluate(fresh(), x, y, backend=LocalBackend(output_dir=out, chunk_size=4, progress=False), **kw)
+    model.forbid = True  # any forward pass now raises: a complete run comes from disk alone
+    try:
+        assert evaluate(fresh(), x, y, backend=backend, **kw).to_dict() == ref
+    finally:
+        model.forbid = False
 
 
 # ---------------------------------------------------------------------- on Ray
@@ -354,3 +419,39 @@ def test_numpy_smoothed_classifier_on_ray(ray_local, digits):
                                                                             progress=False))
     assert_same(result, ref)
     assert type(sm).__name__ == "NumpySmoothedClassifier"
+
+
+def test_cli_run_interrupted_locally_resumes_on_ray(ray_local, setup, tmp_path):
+    """``certify`` interrupted (Ctrl-C) in this process, then resumed with ``--backend ray --workers 2`` by the
+    command it printed: the Ray workers compute only the inputs not saved, and certify.csv equals an
+    uninterrupted local run's byte for byte."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from art_smoothing.cli import cli
+
+    torch.save(setup[0].state_dict(), tmp_path / "w.pt")  # Sabotaged and Interrupting both hold it as `inner`
+    args = ["certify", "--limit", "6", "--n", "60", "--n0", "20", "--batch-size", "500", "--seed", "3", "--quiet",
+            "--chunk-size", "2", "--model", f"{__name__}:interruptible_digits", "--weights", str(tmp_path / "w.pt")]
+    runner = CliRunner()
+
+    def invoke(*words):
+        return one_thread(runner.invoke, cli, [str(w) for w in words], catch_exceptions=False)
+
+    assert invoke(*args, "--out", tmp_path / "whole").exit_code == 0
+    INTERRUPT.update(calls=0, at=8)  # one output check, then 4 passes per chunk of 2 inputs: stops in chunk 2
+    try:
+        cut = invoke(*args, "--out", tmp_path / "cut")
+    finally:
+        INTERRUPT["at"] = None
+    assert cut.exit_code == 130, cut.output
+    line = cut.stderr.strip()
+    assert line.startswith("Interrupted: 2 of 6 inputs saved in ") and "\n" not in line
+    resumed = invoke(*shlex.split(line.split("resume with: ")[1])[1:], "--backend", "ray", "--workers", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert (tmp_path / "cut" / "certify.csv").read_bytes() == (tmp_path / "whole" / "certify.csv").read_bytes()
+    jsonl = (tmp_path / "cut" / "progress" / "certify.jsonl").read_text()
+    indices = [json.loads(record)["index"] for record in jsonl.splitlines()]
+    assert indices[:2] == [0, 1] and sorted(indices) == list(range(6))  # each input computed once
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["certificate"]["backend"] == "ray"

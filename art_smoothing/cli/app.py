@@ -1,9 +1,11 @@
 """The ``art-smoothing`` click group: its commands, its error reporting and its logging.
 
 User mistakes end with a one-line ``Error: ...`` on stderr and exit code 2 (no usage block, no
-traceback; ``ART_SMOOTHING_DEBUG=1`` shows the traceback instead). Library log records of level
-WARNING and up are printed as ``WARNING: message`` lines on stderr (``-v``/``-vv`` for INFO/DEBUG);
-the logging set-up is restored when the command returns, so in-process callers keep theirs.
+traceback; ``ART_SMOOTHING_DEBUG=1`` shows the traceback instead). A run interrupted (Ctrl-C, exit code
+130) or failing (exit code 1) after it started saving per-input results ends with one line saying what is
+saved and the command that resumes it (:class:`~art_smoothing.cli.errors.RunStopped`). Library log
+records of level WARNING and up are printed as ``WARNING: message`` lines on stderr (``-v``/``-vv`` for
+INFO/DEBUG); the logging set-up is restored when the command returns, so in-process callers keep theirs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import click
 
 from art_smoothing.cli.commands import COMMANDS
+from art_smoothing.cli.errors import RunStopped
 
 __all__ = ["cli", "main"]
 
@@ -48,6 +51,11 @@ class _Group(click.Group):
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(130)
+        except RunStopped as err:
+            if debug and err.exit_code != 130:
+                raise
+            click.echo(_one_line(err.format_message()), err=True)
+            sys.exit(err.exit_code)
         except click.ClickException as err:
             if debug:
                 raise

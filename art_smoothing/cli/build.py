@@ -1,7 +1,8 @@
-"""From parsed options to library objects: the run, the data (with its input box), the noises, the
-certificate method and ``certify_detailed`` arguments, the backend, the base model and the smoothed
-classifier. Every command starts with these steps; each one reports a user mistake as a one-line
-:class:`~art_smoothing.cli.errors.CLIError` (or the library's own ``ValueError``).
+"""From parsed options to library objects: the run (its folder claimed before any work), the data (with its
+input box), the noises, the certificate method and ``certify_detailed`` arguments, the chunked backend that
+saves per-input results in the run's folder, the base model and the smoothed classifier. Every command starts
+with these steps; each one reports a user mistake as a one-line :class:`~art_smoothing.cli.errors.CLIError`
+(or the library's own ``ValueError``), an option that would change nothing included.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 from typing import Any
 
 import click
@@ -25,19 +27,123 @@ from art_smoothing.cli.options import (
 from art_smoothing.cli.report import describe_noise, say
 from art_smoothing.cli.runs import Run
 
-__all__ = ["assignments", "build_noises", "certify_kwargs", "factory_kwargs", "get_classifier", "load_data",
-           "make_smoothed", "method_plan", "norm_of", "parse_radii", "setup"]
+__all__ = ["GIVEN_KEY", "TRAINING_OPTIONS", "assignments", "build_noises", "certify_kwargs", "check_options",
+           "factory_kwargs", "get_classifier", "given_options", "load_data", "make_backend", "make_smoothed",
+           "method_plan", "norm_of", "parse_radii", "resume_command", "setup"]
+
+#: ``ctx.meta`` key of the option names a rerun repeats as given (the original run's)
+GIVEN_KEY = "art_smoothing.given"
+#: options of the bundled model's training: they change nothing with --model FILE.pt or module:factory
+TRAINING_OPTIONS = ("epochs", "trainer", "trainer_param", "train_batch_size", "lr", "train_limit", "no_cache")
 
 
 def setup(ctx: click.Context, command: str):
-    """``(params, device, run)`` of the command invoked in ``ctx``."""
+    """``(params, device, run)`` of the command invoked in ``ctx``: options checked against each other, then
+    the output folder claimed (created, checked writable, locked, no other run in it) before any work; it is
+    released when the command ends."""
     from art_smoothing import zoo
 
     params = dict(ctx.params)
+    given = given_options(ctx)
+    check_options(params, given, command)
     device = zoo.resolve_device(params.get("device"))
-    run = Run(command, params)
+    flags = {p.name: p.opts[0] for p in ctx.command.params if isinstance(p, click.Option)}
+    run = Run(command, params, given=given, flags=flags)
     run.device = device
+    run.open()
+    ctx.call_on_close(run.close)
+    run.resume_command = resume_command(ctx, given, run.out)
     return params, device, run
+
+
+def given_options(ctx: click.Context) -> set[str]:
+    """Names of the options the user gave (on the command line or in the environment, not by default); for a
+    run repeated by ``rerun``, those its original run recorded (``ctx.meta[GIVEN_KEY]``), or, from an older
+    summary without them, those whose value differs from the default."""
+    recorded = ctx.meta.get(GIVEN_KEY)
+    if recorded is not None:
+        return set(recorded)
+    given = set()
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None:  # passed by ctx.invoke
+            default = param.get_default(ctx)
+            default = list(default) if isinstance(default, tuple) else default
+            value = ctx.params.get(param.name)
+            if (list(value) if isinstance(value, tuple) else value) not in (default, None, []):
+                given.add(param.name)
+        elif source in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT,
+                        click.core.ParameterSource.PROMPT):
+            given.add(param.name)
+    return given
+
+
+def check_options(params: dict[str, Any], given: set[str], command: str) -> None:
+    """Refuse option combinations where an option would be ignored or contradicts another: ``--factory-arg``
+    or ``--weights`` without a factory, the bundled model's training options with a model that is not trained
+    here (``--no-cache`` in ``train``), where to certify in ``train``, ``--resume`` without ``--out``, with
+    ``--overwrite`` or with ``--deterministic``."""
+    from art_smoothing import zoo
+
+    if params.get("resume") and params.get("overwrite"):
+        raise CLIError("--resume continues the run in --out and --overwrite replaces it: choose one.")
+    if params.get("resume") and params.get("out") is None:
+        raise CLIError("--resume needs --out DIR, the folder of the interrupted run.")
+    if params.get("deterministic"):
+        unused = next((name for name in ("resume", "chunk_size") if name in given), None)
+        if unused is not None:
+            raise CLIError(f"--{unused.replace('_', '-')}: --deterministic (exact) certification runs in one piece "
+                           "and saves nothing per input: drop one of them.")
+    if command == "train":
+        unused = next((name for name in ("backend", "workers", "ray_address") if name in given), None)
+        if unused is not None:
+            raise CLIError(f"--{unused.replace('_', '-')} says where certification runs; train certifies nothing "
+                           "(it trains in this process): drop it.")
+    spec = params.get("model") or "bundled"
+    kind = zoo.model_kind(spec)
+    what = "the bundled model" if kind == "bundled" else f"--model {spec} (a TorchScript file)"
+    if params.get("factory_arg") and kind != "factory":
+        raise CLIError(f"--factory-arg is a keyword argument of --model module:factory, and {what} has no "
+                       "factory: drop --factory-arg (or pass --model module:factory).")
+    if params.get("weights") and kind == "bundled":
+        raise CLIError("--weights needs --model module:factory (the bundled model trains its own weights).")
+    if params.get("weights") and kind == "torchscript":
+        raise CLIError("--weights goes with --model module:factory; a TorchScript file already holds its weights.")
+    if kind == "bundled":
+        return
+    if command == "train":
+        if "no_cache" in given:
+            raise CLIError(f"--no-cache applies to the bundled model; --model {spec} is never cached: drop "
+                           "--no-cache.")
+        return
+    unused = next((name for name in TRAINING_OPTIONS if name in given), None)
+    if unused is not None:
+        flag = "--" + unused.replace("_", "-")
+        raise CLIError(f"{flag} sets how the bundled model is trained, and --model {spec} is used as it is: drop "
+                       f"{flag} (to train a model, run art-smoothing train and pass its model.pt).")
+
+
+def resume_command(ctx: click.Context, given: set[str], out: str) -> str:
+    """The command line that resumes this run: the command, the options the user gave, ``--out`` and
+    ``--resume`` (shell-quoted)."""
+    words = ["art-smoothing", ctx.command.name]
+    for param in ctx.command.params:
+        if param.name in given and param.name not in ("out", "resume", "overwrite"):
+            words += _option_words(param, ctx.params.get(param.name))
+    words += ["--out", out, "--resume"]
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
+def _option_words(param: click.Parameter, value) -> list:
+    if not isinstance(param, click.Option):
+        return [] if value is None else [value]
+    if param.is_flag:
+        if param.secondary_opts:
+            return [param.opts[0] if value else param.secondary_opts[0]]
+        return [param.opts[0]] if value else []
+    if param.multiple:
+        return [word for v in value or () for word in (param.opts[0], v)]
+    return [] if value is None else [param.opts[0], value]
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -189,7 +295,7 @@ def method_plan(noise, method: str | None, norm: float, box_opt: bool, clip) -> 
 
 
 def certify_kwargs(params: dict[str, Any], norm: float, method: str | None, box: bool) -> dict[str, Any]:
-    """Keyword arguments of ``SmoothedClassifier.certify_detailed`` (``backend`` only with --backend ray)."""
+    """Keyword arguments of ``SmoothedClassifier.certify_detailed`` but ``backend`` (:func:`make_backend`)."""
     kwargs: dict[str, Any] = {"norm": norm, "method": method, "form": params["form"], "n0": params["n0"],
                               "box": box}
     if params.get("deterministic"):
@@ -202,21 +308,29 @@ def certify_kwargs(params: dict[str, Any], norm: float, method: str | None, box:
             raise CLIError("--sequential decides given radii: pass --radii R1,R2,... (in the norm of --norm); --n is "
                            "then the budget of draws per input.")
         kwargs.update(sequential=True, radius=radii)
-    backend = _backend(params)
-    if backend is not None:
-        kwargs["backend"] = backend
     return kwargs
 
 
-def _backend(params):
-    """None for the local backend, else an ``art_smoothing.distributed.RayBackend``."""
+def make_backend(params: dict[str, Any], run: Run, part: str | None = None):
+    """The chunked backend of a certification, saving per-input results in the run's progress folder (``part``: a
+    subfolder): a :class:`~art_smoothing.distributed.LocalBackend`, or a
+    :class:`~art_smoothing.distributed.RayBackend` with ``--backend ray``; ``None`` with ``--deterministic``
+    (exact certification runs in one piece, in this process). Tracked by the run."""
     name = str(params.get("backend") or "local").strip().lower()
-    if name == "local":
-        if params.get("workers") is not None or params.get("ray_address"):
-            raise CLIError("--workers and --ray-address go with --backend ray.")
-        return None
-    if name != "ray":
+    if name not in ("local", "ray"):
         raise CLIError(f"Unknown backend {params.get('backend')!r}: use local or ray.")
+    if name == "local" and (params.get("workers") is not None or params.get("ray_address")):
+        raise CLIError("--workers and --ray-address go with --backend ray.")
+    if params.get("deterministic"):
+        if name == "ray":
+            raise CLIError("--deterministic (exact) certification runs in this process: drop --backend ray.")
+        return None
+    common = {"output_dir": run.progress_dir(part), "chunk_size": params.get("chunk_size"),
+              "progress": not params.get("quiet")}
+    if name == "local":
+        from art_smoothing.distributed import LocalBackend
+
+        return run.track(LocalBackend(**common))
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -224,8 +338,8 @@ def _backend(params):
                        "local).") from None
     from art_smoothing.distributed import RayBackend
 
-    return RayBackend(address=params.get("ray_address") or None, num_workers=params.get("workers"),
-                      progress=not params.get("quiet"))
+    return run.track(RayBackend(address=params.get("ray_address") or None, num_workers=params.get("workers"),
+                                **common))
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -237,9 +351,6 @@ def get_classifier(params: dict[str, Any], data, noise, device, run: Run | None,
     factory_args = factory_kwargs(params)  # both parsed first: a malformed KEY=VALUE is an error either way
     trainer_params = assignments(params.get("trainer_param"), "--trainer-param")
     if spec == "bundled":
-        if params.get("weights"):
-            raise CLIError("--weights needs --model module:factory (the bundled model trains its own "
-                           "weights).")
         with run.timed("train_seconds") if run is not None else contextlib.nullcontext():
             classifier, info = zoo.train_bundled(
                 data, noise, epochs=params.get("epochs", 30), seed=params["seed"], device=device,
@@ -262,6 +373,12 @@ def get_classifier(params: dict[str, Any], data, noise, device, run: Run | None,
                               params.get("lr", 1e-3))
     zoo.check_model_output(classifier, data.input_shape, data.nb_classes,
                            what="The bundled model" if spec == "bundled" else f"The model {spec!r}")
+    if info.source == "factory":
+        info.details["untrained"] = not params.get("weights")
+        if info.details["untrained"] and run is not None:
+            run.warn(f"--model {spec} without --weights: the model has the initial weights its factory gives it "
+                     "(random unless the factory loads trained ones), so these results say nothing about a trained "
+                     "model; pass --weights FILE (a state dict).")
     return classifier, info
 
 

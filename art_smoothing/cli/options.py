@@ -13,6 +13,7 @@ from collections.abc import Callable
 import click
 
 from art_smoothing import registry
+from art_smoothing.distributed import DEFAULT_LOCAL_CHUNK_SIZE
 
 __all__ = [
     "CONTEXT_PARAMS",
@@ -25,6 +26,7 @@ __all__ = [
     "attack_options",
     "certificate_options",
     "data_options",
+    "folder_options",
     "model_options",
     "noise_options",
     "noise_param_options",
@@ -46,7 +48,8 @@ RESERVED = {"data", "limit", "noise", "norm", "method", "box", "form", "n", "n0"
             "sequential", "randomized",
             "deterministic", "help", "version", "verbose", "debug", "no_cache", "factory_arg", "trainer_param",
             "train_limit", "train_batch_size", "attack_param", "search_steps", "eps_max", "n_predict",
-            "attack_steps", "eot_samples", "restarts", "rerun", "ray_address", "image_size", "clip_values"}
+            "attack_steps", "eot_samples", "restarts", "rerun", "ray_address", "image_size", "clip_values",
+            "overwrite", "resume", "chunk_size"}
 
 
 def apply_options(options: list[Callable]) -> Callable:
@@ -181,6 +184,24 @@ def run_options() -> list[Callable]:
                      help="Output folder (default results/<command>-<time>)."),
         click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bars."),
     ]
+
+
+def folder_options(resumable: bool) -> list[Callable]:
+    """``--overwrite``; for the commands that save per-input results as they go, ``--resume`` and
+    ``--chunk-size`` too."""
+    opts = [click.option("--overwrite", is_flag=True, default=False,
+                         help="Replace the run in a non-empty --out (only files art-smoothing writes are removed).")]
+    if resumable:
+        opts += [
+            click.option("--resume", is_flag=True, default=False,
+                         help="Continue the interrupted run in --out DIR, with its options: saved inputs are not "
+                              "computed again and the results equal an uninterrupted run's."),
+            click.option("--chunk-size", "chunk_size", type=click.IntRange(min=1), default=DEFAULT_LOCAL_CHUNK_SIZE,
+                         show_default=True,
+                         help="Inputs saved together as the run goes (Ctrl-C loses at most one chunk); evaluate's "
+                              "attack batches the inputs of a chunk."),
+        ]
+    return opts
 
 
 def attack_options() -> list[Callable]:

@@ -14,20 +14,15 @@ import math
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from art_smoothing.attacks.pgd import SmoothedPGD
-from art_smoothing.attacks.radius import make_attack
-from art_smoothing.checks import check_int, check_positive_array
-from art_smoothing.distributed.store import ResultStore, array_digest, model_digest
-from art_smoothing.distributed.worker import CERTIFY_FIELDS, EVALUATE_FIELDS, EstimatorPayload, Worker, result_fields
-from art_smoothing.engine.plan import CertifyPlan
-from art_smoothing.engine.result import CertificationResult
-from art_smoothing.evaluation import assemble, check_radii
+from art_smoothing.checks import check_int
+from art_smoothing.distributed.chunked import ChunkedBackend, ChunkJob
+from art_smoothing.distributed.worker import EstimatorPayload, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -42,26 +37,10 @@ def _import_ray():
     return ray
 
 
-def _plan_fingerprint(estimator, plan: CertifyPlan) -> dict[str, Any]:
-    return {**plan.describe(), "estimator": type(estimator).__name__}
-
-
-def _result_from_rows(estimator, plan: CertifyPlan, done: dict[int, dict], n_inputs: int) -> CertificationResult:
-    """The :class:`CertificationResult` of all inputs from their records (index → fields)."""
-    dtypes = {"prediction": np.int64, "radius": np.float64, "p_a_lower": np.float64, "p_b_upper": np.float64,
-              "counts": np.int64, "counts_selection": np.int64, "n_used": np.int64, "decisions": np.int8}
-    shapes = {"counts": (n_inputs, plan.nb_classes), "counts_selection": (n_inputs, plan.nb_classes),
-              "decisions": (n_inputs, len(plan.radii or ()))}
-    arrays = {f: np.asarray([done[i][f] for i in range(n_inputs)], dtype=dtypes[f]).reshape(shapes.get(f, (n_inputs,)))
-              for f in result_fields(CERTIFY_FIELDS, plan)}
-    if plan.sequential:
-        arrays.update(radii=np.asarray(plan.radii, dtype=np.float64), extra={"looks": list(plan.schedule().looks)})
-    return plan.result(**arrays, seed=estimator.seed)
-
-
 @dataclass
-class RayBackend:
-    """Where and how to run on Ray. Every field has a working default for a local machine.
+class RayBackend(ChunkedBackend):
+    """Where and how to run on Ray. Every field has a working default for a local machine. Chunking, the
+    resumable results and the assembly are :class:`~art_smoothing.distributed.chunked.ChunkedBackend`'s.
 
     :param address: ``None`` starts a local Ray (or joins the cluster in ``RAY_ADDRESS``); ``"auto"``
         or ``"ray://host:port"`` joins an existing cluster. An already initialised Ray is reused.
@@ -71,8 +50,9 @@ class RayBackend:
     :param use_gpus: one GPU per actor; ``None`` = whenever ``ray.cluster_resources()`` lists GPUs.
     :param num_threads: torch intra-op threads per actor (default ``max(1, int(cpus_per_worker))``).
         Bit-identity with a local run needs the same thread count there.
-    :param chunk_size: inputs per task (default: about four chunks per worker, at most 64). Results do
-        not depend on it; smaller chunks mean finer progress/resume, larger ones less overhead.
+    :param chunk_size: inputs per task, chunks fixed by index (default: the run's stored size, else about four
+        chunks per worker, at most 64). CERTIFY's results do not depend on it, the evaluation's attack batches
+        a chunk's inputs; smaller chunks mean finer progress/resume, larger ones less overhead.
     :param inflight: chunks queued per actor (2 overlaps data transfer with compute).
     :param output_dir: directory for per-input results; a rerun resumes from them.
     :param max_retries: restarts of a dead actor and retries of its chunks (``-1``: unlimited).
@@ -144,98 +124,13 @@ class RayBackend:
         if not isinstance(self.init_kwargs, dict):
             raise ValueError(f"init_kwargs must be a dict, got {self.init_kwargs!r}.")  # noqa: TRY004
 
-    # ------------------------------------------------------------------ CERTIFY
-    def certify(self, estimator, x: np.ndarray, plan: CertifyPlan) -> CertificationResult:
-        """``estimator.run_certify(x, plan)`` on Ray workers (the estimator validated ``x`` and built the
-        plan). Returns the same :class:`CertificationResult` as the local path (same fields, dtypes and, for
-        a fixed seed, values)."""
-        if plan.deterministic:
-            raise ValueError("deterministic=True (exact smoothing) is not supported by the Ray backend; use "
-                             "backend='local'.")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        worker_plan = replace(plan, verbose=False)
-        model = model_digest(estimator)
-        fingerprint = {"task": "certify", "inputs": array_digest(x), "model": model,
-                       **_plan_fingerprint(estimator, plan)}
-        seed, store, done = self._open_store("certify", estimator, fingerprint, len(x))
-
-        def submit(ray, actor, idx, payload):
-            return actor.certify.remote(payload, ray.put(x[idx]), seed, worker_plan)
-
-        self._run_chunks(estimator, model, len(x), done, store, submit, result_fields(CERTIFY_FIELDS, plan),
-                         "certify (ray)", seed)
-        return _result_from_rows(estimator, plan, done, len(x))
-
-    # ------------------------------------------------------------------ evaluate
-    def evaluate(self, smoothed, x: np.ndarray, labels: np.ndarray, p: float, attack, radii, *, n: int,
-                 n0: int | None, batch_size: int, eps_max, search_steps: int, n_predict: int | None,
-                 certify_kwargs: dict | None):
-        """:func:`art_smoothing.evaluate` on Ray workers (called by it, arguments validated there): each
-        chunk runs CERTIFY and the ε search of its inputs (:func:`art_smoothing.evaluation.certify_and_attack`);
-        the driver assembles the same records and summary as the local path
-        (:func:`art_smoothing.evaluation.assemble`).
-
-        Per input, the attack's random streams are partition-independent too: its EOT draws are
-        shared by all inputs and keyed by search round, and every chunk starts from the driver's
-        gradient-call counter. Two caveats beyond those of CERTIFY: the attack's forward/backward
-        passes batch several inputs (bit-identity then also needs kernels that compute each row
-        independently of its neighbours — not promised by CPU or GPU libraries; on this project's
-        CPU tests empirical radii then differ in the last bits only), and ``num_random_init > 0``
-        draws random starts per position in an attack batch, so those starts, hence empirical
-        radii, depend on the partition. With ``attack={"gradient_batch_size": m}``, ``m`` the EOT
-        draws per gradient (one input per forward pass), the whole evaluation is bit-identical."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        certify_kwargs = dict(certify_kwargs or {})
-        unknown = set(certify_kwargs) - {"method", "form", "box", "sequential", "radius", "randomized"}
-        if unknown:
-            raise ValueError(f"certify_kwargs for backend='ray' may hold method, form, box, sequential, radius and "
-                             f"randomized; got {sorted(unknown)}.")
-        plan = smoothed.certify_plan(n, batch_size, norm=p, n0=n0, **certify_kwargs)
-        atk = make_attack(smoothed, p, attack)
-        attack_params = {k: getattr(atk, k) for k in SmoothedPGD.attack_params if hasattr(atk, k)}
-        if atk.num_random_init > 0:
-            logger.warning("num_random_init=%d: random starts depend on the position of an input in its attack "
-                           "batch, so empirical radii depend on how inputs are split.", atk.num_random_init)
-        if eps_max is not None:
-            eps_max = check_positive_array("eps_max", eps_max, len(x))
-        if radii is not None:
-            check_radii(radii)
-        offset = int(smoothed.gradient_calls)
-        args = {"p": p, "n": n, "n0": n0, "batch_size": batch_size, "search_steps": search_steps,
-                "n_predict": n_predict, "certify_kwargs": certify_kwargs, "attack": attack_params}
-        model = model_digest(smoothed)
-        fingerprint = {
-            "task": "evaluate", "inputs": array_digest(x), "labels": array_digest(labels), "model": model,
-            "attack": repr(sorted((k, repr(v)) for k, v in attack_params.items())),
-            "eps_max": None if eps_max is None else array_digest(np.asarray(eps_max, dtype=np.float64)),
-            "search_steps": search_steps, "n_predict": n_predict, "gradient_calls": offset,
-            **_plan_fingerprint(smoothed, plan),
-        }
-        seed, store, done = self._open_store("evaluate", smoothed, fingerprint, len(x))
-
-        def submit(ray, actor, idx, payload):
-            eps = eps_max[idx] if eps_max is not None and np.ndim(eps_max) == 1 else eps_max
-            return actor.evaluate.remote(payload, ray.put(x[idx]), labels[idx], eps, seed, offset, args)
-
-        self._run_chunks(smoothed, model, len(x), done, store, submit, result_fields(EVALUATE_FIELDS, plan),
-                         "evaluate (ray)", seed)
-        cert = _result_from_rows(smoothed, plan, done, len(x))
-        per_input = {f: np.asarray([done[i][f] for i in range(len(x))], dtype=np.float64 if f != "predict_calls"
-                                   else np.int64) for f in ("empirical_radius", "predict_calls", "eps_max")}
-        if len(x):  # as after a local run: one gradient call per search round that attacked something
-            smoothed.gradient_calls = offset + int(per_input["predict_calls"].max()) - 1
-        return assemble(smoothed, p, n, repr(atk), labels, cert, per_input["empirical_radius"],
-                        per_input["predict_calls"], per_input["eps_max"], radii, search_steps, n_predict)
-
-    # ------------------------------------------------------------------ machinery
-    def _open_store(self, task: str, smoothed, fingerprint: dict, n_inputs: int):
-        """The base seed, the results store (or None) and the results already in it, by index."""
-        seed = smoothed.call_seed()
-        if self.output_dir is None:
-            return seed, None, {}
-        store = ResultStore(os.fspath(self.output_dir), task, fingerprint, seed,
-                             user_seed=smoothed.seed, n_inputs=n_inputs)
-        return store.seed, store, store.load()
+    # ------------------------------------------------------------------ chunks on Ray actors
+    def default_chunk_size(self, n_inputs: int) -> int:
+        """About four chunks per worker, at most 64 inputs (starts or joins Ray to count the workers)."""
+        ray = _import_ray()
+        self._ensure_ray(ray)
+        workers = self._plan(ray, n_chunks=max(n_inputs, 1))["workers"]
+        return max(1, min(64, math.ceil(n_inputs / (4 * workers))))
 
     def _ensure_ray(self, ray) -> None:
         if ray.is_initialized():
@@ -267,42 +162,20 @@ class RayBackend:
         threads = self.num_threads or max(1, int(self.cpus_per_worker))
         return {"workers": max(1, min(workers, n_chunks)), "gpu": use_gpu, "threads": threads}
 
-    def _chunks(self, todo: np.ndarray, workers: int) -> list[np.ndarray]:
-        size = self.chunk_size or max(1, min(64, math.ceil(len(todo) / (4 * workers))))
-        return [todo[i:i + size] for i in range(0, len(todo), size)]
+    def run_chunks(self, job: ChunkJob, chunks: list[np.ndarray], collect) -> None:
+        """Run the chunks on a pool of actors (the actor method named ``job.task``), handing each to whichever
+        actor finishes first; ``collect`` gets each chunk's arrays as they arrive.
 
-    def _run_chunks(self, smoothed, model: str, n_inputs: int, done: dict[int, dict], store, submit,
-                    fields: tuple[str, ...], desc: str, seed: int) -> None:
-        """Run ``submit(ray, actor, idx, payload)`` for every chunk of the inputs not in ``done`` on a
-        pool of actors; as each chunk's result (a dict of per-input arrays) arrives, its ``fields``
-        go into ``done`` (index → record) and the store.
-
-        ``payload`` is ``[key, ref]``: the estimator put in the object store once, and a hash of its
-        weights and parameters. Nested in a list, the reference is not resolved per task: an actor
-        fetches it only when it holds no estimator with that key (first task, after a restart, or a
-        changed model in a kept pool), so the model travels once per worker. The driver holds the
-        reference for the whole run, so a restarted actor can always fetch it."""
-        todo = np.array([i for i in range(n_inputs) if i not in done], dtype=np.int64)
-        logger.info("%s: %d input(s), %d already done, base seed %d.", desc, n_inputs, n_inputs - len(todo), seed)
-        if len(todo) == 0:
-            return
-
-        def collect(idx: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
-            records = []
-            for row, i in enumerate(idx):
-                rec = {"index": int(i), **{f: arrays[f][row].tolist() for f in fields}}
-                records.append(rec)
-                done[int(i)] = rec
-            if store is not None:
-                store.append(records)
-
+        The estimator travels as ``payload = [key, ref]``: put in the object store once, with a hash of its
+        weights and parameters. Nested in a list, the reference is not resolved per task: an actor fetches
+        it only when it holds no estimator with that key (first task, after a restart, or a changed model
+        in a kept pool), so the model travels once per worker. The driver holds the reference for the whole
+        run, so a restarted actor can always fetch it."""
         ray = _import_ray()
         self._ensure_ray(ray)
-        plan = self._plan(ray, n_chunks=len(todo))
-        chunks = self._chunks(todo, plan["workers"])
-        plan["workers"] = min(plan["workers"], len(chunks))
-        payload_obj = EstimatorPayload.from_estimator(smoothed)
-        payload = [payload_obj.key(model), ray.put(payload_obj)]
+        plan = self._plan(ray, n_chunks=len(chunks))
+        payload_obj = EstimatorPayload.from_estimator(job.estimator)
+        payload = [payload_obj.key(job.model), ray.put(payload_obj)]
         actors = self._actors(ray, plan)
         logger.info("%d Ray worker(s) (%s, %d thread(s) each), %d chunk(s) of <= %d input(s).", len(actors),
                     "one GPU each" if plan["gpu"] else f"{self.cpus_per_worker:g} CPU each", plan["threads"],
@@ -312,9 +185,11 @@ class RayBackend:
 
         def feed(a: int) -> None:
             c = queue.popleft()
-            pending[submit(ray, actors[a], chunks[c], payload)] = (a, c)
+            method = getattr(actors[a], job.task)
+            pending[method.remote(payload, *job.arguments(chunks[c], put=ray.put))] = (a, c)
 
-        bar = tqdm(total=len(todo), desc=desc, unit="input", disable=not self.progress)
+        bar = tqdm(total=sum(len(c) for c in chunks), desc=f"{job.task} (ray)", unit="input",
+                   disable=not self.progress)
         try:
             for _ in range(self.inflight):
                 for a in range(len(actors)):

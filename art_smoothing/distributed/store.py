@@ -1,5 +1,5 @@
-"""Resumable per-input results of a Ray run (``<task>.jsonl`` + ``<task>.meta.json``) and the digests
-that fingerprint a run: inputs, model weights. See ``docs/distributed.md`` (Resume)."""
+"""Resumable per-input results of a chunked run, local or on Ray (``<task>.jsonl`` + ``<task>.meta.json``), and
+the digests that fingerprint a run: inputs, model weights. See ``docs/distributed.md`` (Resume)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pickle
 import numpy as np
 import torch
 
+from art_smoothing.storage import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResultStore", "array_digest", "model_digest"]
+__all__ = ["DifferentRunError", "ResultStore", "array_digest", "model_digest", "stored_chunk_size"]
 
 
 def array_digest(x: np.ndarray) -> str:
@@ -39,16 +41,42 @@ def model_digest(smoothed) -> str:
     return h.hexdigest()
 
 
+class DifferentRunError(ValueError):
+    """The results in a directory belong to another run: ``differ`` names the fingerprint keys that differ
+    (``["seed"]`` for another seed)."""
+
+    def __init__(self, message: str, differ: list[str]):
+        super().__init__(message)
+        self.differ = list(differ)
+
+
+def _meta_path(directory: str | os.PathLike, task: str) -> str:
+    return os.path.join(os.fspath(directory), f"{task}.meta.json")
+
+
+def stored_chunk_size(directory: str | os.PathLike | None, task: str) -> int | None:
+    """The chunk size a run recorded in ``directory`` for ``task`` (None: no run there, or none recorded)."""
+    if directory is None or not os.path.isfile(_meta_path(directory, task)):
+        return None
+    with open(_meta_path(directory, task), encoding="utf-8") as fh:
+        size = json.load(fh).get("chunk_size")
+    return None if size is None else int(size)
+
+
 class ResultStore:
-    """``<task>.jsonl`` (one line per finished input) and ``<task>.meta.json`` (fingerprint, base seed)."""
+    """``<task>.jsonl`` (one line per finished input, a chunk's lines in one write) and ``<task>.meta.json``
+    (fingerprint, base seed, the chunk size of the run's first call).
+
+    :raises DifferentRunError: the directory holds results of another run of ``task`` (other fingerprint or
+        another seed)."""
 
     def __init__(self, directory: str, task: str, fingerprint: dict, seed: int, *, user_seed: int | None,
-                 n_inputs: int):
+                 n_inputs: int, chunk_size: int | None = None):
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"output_dir {directory!r} exists and is not a directory.")
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, f"{task}.jsonl")
-        self.meta_path = os.path.join(directory, f"{task}.meta.json")
+        self.meta_path = _meta_path(directory, task)
         self.n_inputs = n_inputs
         fingerprint = json.loads(json.dumps(fingerprint))  # tuples → lists, as read back
         if os.path.exists(self.meta_path):
@@ -57,18 +85,17 @@ class ResultStore:
             old = meta.get("fingerprint", {})
             differ = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
             if differ:
-                raise ValueError(f"output_dir {directory!r} holds {task} results of a different run (differs in: "
-                                 f"{', '.join(differ)}); use another directory or delete it.")
+                raise DifferentRunError(f"output_dir {directory!r} holds {task} results of a different run (differs "
+                                        f"in: {', '.join(differ)}); use another directory or delete it.", differ)
             if user_seed is not None and meta["seed"] != user_seed:
-                raise ValueError(f"output_dir {directory!r} was written with seed {meta['seed']}, but the "
-                                 f"estimator's seed is {user_seed}; results would not be reproducible.")
+                raise DifferentRunError(f"output_dir {directory!r} was written with seed {meta['seed']}, but the "
+                                        f"estimator's seed is {user_seed}; results would not be reproducible.",
+                                        ["seed"])
             self.seed = int(meta["seed"])
         else:
             self.seed = int(seed)
-            tmp = self.meta_path + ".tmp"
-            with open(tmp, "w") as fh:
-                json.dump({"fingerprint": fingerprint, "seed": self.seed, "n_inputs": n_inputs}, fh, indent=1)
-            os.replace(tmp, self.meta_path)
+            meta = {"fingerprint": fingerprint, "seed": self.seed, "n_inputs": n_inputs, "chunk_size": chunk_size}
+            atomic_write_text(self.meta_path, json.dumps(meta, indent=1))
 
     def load(self) -> dict[int, dict]:
         """Records already written, by index; a torn last line (crash mid-write) is dropped."""

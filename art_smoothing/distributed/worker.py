@@ -1,5 +1,7 @@
-"""What a Ray worker holds and runs: the estimator rebuilt from a device-neutral payload, and the per-chunk
-CERTIFY / evaluation calls (the same code as the local path)."""
+"""What a worker runs and holds: the per-chunk CERTIFY / evaluation calls (:func:`certify_chunk`,
+:func:`evaluate_chunk`; the same code as the local path, run by :class:`~art_smoothing.distributed.LocalBackend`
+in this process and by the Ray actor on its own estimator), and for Ray the estimator rebuilt from a
+device-neutral payload."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from art_smoothing.engine.plan import CertifyPlan
 from art_smoothing.estimator import NumpySmoothedClassifier, SmoothedClassifier
 from art_smoothing.evaluation import certify_and_attack
 
-__all__ = ["CERTIFY_FIELDS", "EVALUATE_FIELDS", "SEQUENTIAL_FIELDS", "EstimatorPayload", "Worker", "result_fields"]
+__all__ = ["CERTIFY_FIELDS", "CHUNK_TASKS", "EVALUATE_FIELDS", "SEQUENTIAL_FIELDS", "EstimatorPayload", "Worker",
+           "certify_chunk", "evaluate_chunk", "result_fields"]
 
 #: the per-input arrays of a CertificationResult, in the order they are stored.
 CERTIFY_FIELDS = ("prediction", "radius", "p_a_lower", "p_b_upper", "counts", "counts_selection")
@@ -31,6 +34,40 @@ SEQUENTIAL_FIELDS = ("n_used", "decisions")
 def result_fields(fields: tuple[str, ...], plan: CertifyPlan) -> tuple[str, ...]:
     """The per-input fields a chunk returns under ``plan``."""
     return (*fields, *SEQUENTIAL_FIELDS) if plan.sequential else fields
+
+
+def _writable(x: np.ndarray) -> np.ndarray:
+    """``x``, copied only when read-only (a Ray object-store view): a copy may change its strides."""
+    return x if x.flags.writeable else np.array(x)
+
+
+def certify_chunk(estimator, x: np.ndarray, seed: int, plan: CertifyPlan) -> dict[str, np.ndarray]:
+    """CERTIFY of one chunk: ``estimator.run_certify`` with the run's base seed; the per-input arrays."""
+    result = estimator.run_certify(_writable(x), plan, seed=seed)
+    return {f: getattr(result, f) for f in result_fields(CERTIFY_FIELDS, plan)}
+
+
+def evaluate_chunk(estimator, x: np.ndarray, labels: np.ndarray, eps_max, seed: int, gradient_calls: int,
+                   args: dict) -> dict[str, np.ndarray]:
+    """CERTIFY and the ε search of one chunk (:func:`art_smoothing.evaluation.certify_and_attack`), starting
+    from the run's base seed and gradient-call counter (so a chunk's results do not depend on the chunks run
+    before it); the per-input arrays. Sets ``estimator.seed`` and ``estimator.gradient_calls``."""
+    estimator.seed = seed
+    estimator.gradient_calls = gradient_calls  # every chunk starts where the driver's counter is
+    attack = SmoothedPGD(estimator, **args["attack"])
+    cert, details = certify_and_attack(
+        estimator, _writable(x), labels, args["p"], attack, n=args["n"], n0=args["n0"],
+        batch_size=args["batch_size"], eps_max=eps_max, search_steps=args["search_steps"],
+        n_predict=args["n_predict"], certify_kwargs=args["certify_kwargs"])
+    out = {f: getattr(cert, f) for f in CERTIFY_FIELDS}
+    if cert.n_used is not None:
+        out.update({f: getattr(cert, f) for f in SEQUENTIAL_FIELDS})
+    out.update(empirical_radius=details.radius, predict_calls=details.predict_calls, eps_max=details.eps_max)
+    return out
+
+
+#: the per-chunk function of each task, by name (a Ray actor has a method of the same name)
+CHUNK_TASKS = {"certify": certify_chunk, "evaluate": evaluate_chunk}
 
 
 @dataclass
@@ -111,26 +148,13 @@ class Worker:
             self.loads += 1
         return self.estimator
 
-    def certify(self, payload: list, x: np.ndarray, seed: int, plan: CertifyPlan) -> dict[str, np.ndarray]:
-        estimator = self._get(payload)
-        result = estimator.run_certify(np.array(x), plan, seed=seed)  # object-store arrays are read-only views
-        return {f: getattr(result, f) for f in result_fields(CERTIFY_FIELDS, plan)}
+    def certify(self, payload: list, *args) -> dict[str, np.ndarray]:
+        """:func:`certify_chunk` on this worker's estimator."""
+        return certify_chunk(self._get(payload), *args)
 
-    def evaluate(self, payload: list, x: np.ndarray, labels: np.ndarray, eps_max, seed: int, gradient_calls: int,
-                 args: dict) -> dict[str, np.ndarray]:
-        estimator = self._get(payload)
-        estimator.seed = seed
-        estimator.gradient_calls = gradient_calls  # every chunk starts where the driver's counter is
-        attack = SmoothedPGD(estimator, **args["attack"])
-        cert, details = certify_and_attack(
-            estimator, np.array(x), labels, args["p"], attack, n=args["n"], n0=args["n0"],
-            batch_size=args["batch_size"], eps_max=eps_max, search_steps=args["search_steps"],
-            n_predict=args["n_predict"], certify_kwargs=args["certify_kwargs"])
-        out = {f: getattr(cert, f) for f in CERTIFY_FIELDS}
-        if cert.n_used is not None:
-            out.update({f: getattr(cert, f) for f in SEQUENTIAL_FIELDS})
-        out.update(empirical_radius=details.radius, predict_calls=details.predict_calls, eps_max=details.eps_max)
-        return out
+    def evaluate(self, payload: list, *args) -> dict[str, np.ndarray]:
+        """:func:`evaluate_chunk` on this worker's estimator."""
+        return evaluate_chunk(self._get(payload), *args)
 
     def stats(self) -> dict[str, Any]:
         """Process id, estimator builds so far, device and torch threads (for logs and tests)."""

@@ -1,6 +1,7 @@
 """``art-smoothing compare``: several noises and certificate methods on the same test inputs. One
 certification per noise gives every norm and method (``CertificationResult.radius_for`` re-derives the
-radii from the same votes); per-input radii and the curves as CSV, a table and a plot per norm."""
+radii from the same votes), each saved per input as it goes (``--resume`` continues an interrupted run); per-input
+radii and the curves as CSV, a table and a plot per norm."""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def _views(result, noise, wanted, norms, methods, params, x, clip) -> list[_View
 @click.command("compare")
 @options.apply_options(options.data_options(default_limit=100) + options.noise_options(multiple=True)
                        + options.certificate_options(True, 1000) + options.model_options()
-                       + options.run_options())
+                       + options.run_options() + options.folder_options(resumable=True))
 @click.pass_context
 def compare_command(ctx, **_):
     """Several noises / certificate methods on the same data: certified accuracy curves, one plot per norm.
@@ -85,65 +86,70 @@ def compare_command(ctx, **_):
     methods = list(params.get("method") or ()) or [None]
     table_radii = build.parse_radii(params.get("radii"))
     plan = _plan(noises, methods, norms[0], params, data.clip_values)
-    views: list[_View] = []
-    sections: list[dict[str, Any]] = []
-    shared_model = (params.get("model") or "bundled") != "bundled"
-    shared_classifier = None
-    for i, noise in enumerate(noises):
-        wanted = [m for j, m in plan if j == i]
-        if not wanted:
-            continue
-        if shared_model:
-            if shared_classifier is None:
-                shared_classifier = build.get_classifier(params, data, noise, device, run)
-            classifier, info = shared_classifier
-        else:
-            classifier, info = build.get_classifier(params, data, noise, device, run,
-                                                    label=report.describe_noise(noise))
-        smoothed = build.make_smoothed(classifier, noise, params)
-        any_box = any(build.method_plan(noise, m, norms[0], params["box"], data.clip_values)[1]
-                      for m in wanted)
-        kwargs = build.certify_kwargs(params, norms[0], None, any_box)
-        report.say(params, f"certifying {len(x)} inputs with {report.describe_noise(noise)}")
-        with run.timed("certify_seconds"):
-            result = smoothed.certify_detailed(x, params["n"], batch_size=params["batch_size"], **kwargs)
-        sections.append({"noise": registry.noise_record(noise), "model": report.model_section(info),
-                         "methods": [m or "best" for m in wanted],
-                         "abstentions": int(np.sum(result.abstained)),
-                         "clean_accuracy": float(np.mean(result.prediction == y))})
-        views += _views(result, noise, wanted, norms, methods, params, x, data.clip_values)
-    run.write_csv("compare.csv", [
-        {"curve": v.curve, "noise": v.noise, "method": v.method or "best", "norm": norm_name(v.norm),
-         "index": k, "label": int(y[k]), "prediction": int(v.result.prediction[k]),
-         "correct": bool(v.result.prediction[k] == y[k]), "radius": float(v.result.radius[k])}
-        for v in views for k in range(len(x))])
-    grids = {p: radius_grid(*[v.result.radius for v in views if v.norm == p]) for p in norms}
-    curves = [(v, v.result.certified_accuracy(y, grids[v.norm])) for v in views]
-    run.write_csv("curves.csv", [
-        {"curve": v.curve, "norm": norm_name(v.norm), "radius": float(r), "certified_accuracy": float(a)}
-        for v, acc in curves for r, a in zip(grids[v.norm], acc)])
-    radii_by_norm: dict[float, list[float]] = {}
-    table: dict[float, list[list[Any]]] = {}
-    for p in norms:
-        finite = [v.result.radius[np.isfinite(v.result.radius)] for v in views if v.norm == p]
-        largest = float(np.concatenate(finite + [np.zeros(1)]).max())
-        radii_by_norm[p] = table_radii or report.nice_radii(largest)
-        table[p] = [[v.curve] + [float(a) for a in v.result.certified_accuracy(y, radii_by_norm[p])]
-                    for v in views if v.norm == p]
-        run.add_file(plot_accuracy_curves(
-            [Curve(v.curve, grids[p], acc) for v, acc in curves if v.norm == p],
-            run.path(f"certified_accuracy_{norm_name(p)}.png"),
-            title=f"{data.name}: {len(x)} inputs, n={params['n']}, alpha={params['alpha']:g}",
-            xlabel=f"{norm_name(p)} radius"))
-    run.write_summary(
-        data=report.data_section(data, x), noises=sections,
-        certificate={"norms": [norm_name(p) for p in norms], "methods": [m or "best" for m in methods],
-                     "box": params["box"], "form": params["form"], "n": params["n"], "n0": params["n0"],
-                     "alpha": params["alpha"], "deterministic": bool(params.get("deterministic")),
-                     "backend": params.get("backend", "local")},
-        results={norm_name(p): {"radii": radii_by_norm[p],
-                                "certified_accuracy": {row[0]: row[1:] for row in table[p]}} for p in norms},
-    )
+    # one chunked backend (and progress folder) per noise, made before any model is trained
+    backends = {i: build.make_backend(params, run, part=f"noise-{i}") for i, _ in enumerate(noises)
+                if any(j == i for j, _ in plan)}
+    with run.resumable(len(x) * len(backends)):
+        views: list[_View] = []
+        sections: list[dict[str, Any]] = []
+        shared_model = (params.get("model") or "bundled") != "bundled"
+        shared_classifier = None
+        for i, noise in enumerate(noises):
+            wanted = [m for j, m in plan if j == i]
+            if not wanted:
+                continue
+            backend = backends[i]
+            if shared_model:
+                if shared_classifier is None:
+                    shared_classifier = build.get_classifier(params, data, noise, device, run)
+                classifier, info = shared_classifier
+            else:
+                classifier, info = build.get_classifier(params, data, noise, device, run,
+                                                        label=report.describe_noise(noise))
+            smoothed = build.make_smoothed(classifier, noise, params)
+            any_box = any(build.method_plan(noise, m, norms[0], params["box"], data.clip_values)[1]
+                          for m in wanted)
+            kwargs = build.certify_kwargs(params, norms[0], None, any_box)
+            report.say(params, f"certifying {len(x)} inputs with {report.describe_noise(noise)}")
+            with run.timed("certify_seconds"):
+                result = smoothed.certify_detailed(x, params["n"], batch_size=params["batch_size"],
+                                                   backend=backend or "local", **kwargs)
+            sections.append({"noise": registry.noise_record(noise), "model": report.model_section(info),
+                             "methods": [m or "best" for m in wanted],
+                             "abstentions": int(np.sum(result.abstained)),
+                             "clean_accuracy": float(np.mean(result.prediction == y))})
+            views += _views(result, noise, wanted, norms, methods, params, x, data.clip_values)
+        run.write_csv("compare.csv", [
+            {"curve": v.curve, "noise": v.noise, "method": v.method or "best", "norm": norm_name(v.norm),
+             "index": k, "label": int(y[k]), "prediction": int(v.result.prediction[k]),
+             "correct": bool(v.result.prediction[k] == y[k]), "radius": float(v.result.radius[k])}
+            for v in views for k in range(len(x))])
+        grids = {p: radius_grid(*[v.result.radius for v in views if v.norm == p]) for p in norms}
+        curves = [(v, v.result.certified_accuracy(y, grids[v.norm])) for v in views]
+        run.write_csv("curves.csv", [
+            {"curve": v.curve, "norm": norm_name(v.norm), "radius": float(r), "certified_accuracy": float(a)}
+            for v, acc in curves for r, a in zip(grids[v.norm], acc)])
+        radii_by_norm: dict[float, list[float]] = {}
+        table: dict[float, list[list[Any]]] = {}
+        for p in norms:
+            finite = [v.result.radius[np.isfinite(v.result.radius)] for v in views if v.norm == p]
+            largest = float(np.concatenate(finite + [np.zeros(1)]).max())
+            radii_by_norm[p] = table_radii or report.nice_radii(largest)
+            table[p] = [[v.curve] + [float(a) for a in v.result.certified_accuracy(y, radii_by_norm[p])]
+                        for v in views if v.norm == p]
+            run.write_plot(f"certified_accuracy_{norm_name(p)}.png", lambda path, p=p: plot_accuracy_curves(
+                [Curve(v.curve, grids[p], acc) for v, acc in curves if v.norm == p], path,
+                title=f"{data.name}: {len(x)} inputs, n={params['n']}, alpha={params['alpha']:g}",
+                xlabel=f"{norm_name(p)} radius"))
+        run.write_summary(
+            data=report.data_section(data, x), noises=sections,
+            certificate={"norms": [norm_name(p) for p in norms], "methods": [m or "best" for m in methods],
+                         "box": params["box"], "form": params["form"], "n": params["n"], "n0": params["n0"],
+                         "alpha": params["alpha"], "deterministic": bool(params.get("deterministic")),
+                         "backend": params.get("backend", "local")},
+            results={norm_name(p): {"radii": radii_by_norm[p],
+                                    "certified_accuracy": {row[0]: row[1:] for row in table[p]}} for p in norms},
+        )
     click.echo(f"compare: {data.name}, {len(x)} test inputs, n={params['n']}, alpha={params['alpha']:g}")
     for p in norms:
         click.echo("")

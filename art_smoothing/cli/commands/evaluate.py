@@ -1,5 +1,5 @@
-"""``art-smoothing evaluate``: attack vs certificate (:func:`art_smoothing.evaluation.evaluate`); per-input
-certified and empirical radii as CSV, the accuracy table, the summary with the violation count, the
+"""``art-smoothing evaluate``: attack vs certificate (:func:`art_smoothing.evaluation.evaluate`), saved per input
+as it goes (``--resume`` continues an interrupted run); per-input certified and empirical radii as CSV, the accuracy table, the summary with the violation count, the
 accuracy curves and the certified-vs-empirical scatter plot."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _attack_params(params: dict[str, Any]) -> dict[str, Any]:
 @click.command("evaluate")
 @options.apply_options(options.data_options(default_limit=50) + options.noise_options(multiple=False)
                        + options.certificate_options(False, 1000) + options.attack_options()
-                       + options.model_options() + options.run_options())
+                       + options.model_options() + options.run_options() + options.folder_options(resumable=True))
 @click.pass_context
 def evaluate_command(ctx, **_):
     """Attack vs certificate: certified and empirical radius per input, summary, violations, plots."""
@@ -61,55 +61,56 @@ def evaluate_command(ctx, **_):
     cert_kwargs = build.certify_kwargs(params, norm, method, box)
     cert_kwargs.pop("norm")
     cert_kwargs.pop("n0")
-    backend = cert_kwargs.pop("backend", "local")  # --backend ray: certify AND attack on the workers
+    backend = build.make_backend(params, run)  # chunks of inputs: certify AND attack, here or on Ray workers
     attack = _attack_params(params)
     classifier, info = build.get_classifier(params, data, noise, device, run)
     smoothed = build.make_smoothed(classifier, noise, params, eot_samples=params["eot_samples"])
     report.say(params, f"certifying and attacking {len(x)} inputs on {device} (n={params['n']}; PGD "
                        f"{params['attack_steps']} steps x {params['eot_samples']} draws, "
                        f"{params['search_steps']} search rounds)")
-    with run.timed("evaluate_seconds"):
-        evaluation = evaluate(smoothed, x, y, norm=norm, n=params["n"], attack=attack, radii=table_radii,
-                              n0=params["n0"], batch_size=params["batch_size"], eps_max=params.get("eps_max"),
-                              search_steps=params["search_steps"], n_predict=params.get("n_predict"),
-                              certify_kwargs=cert_kwargs, backend=backend)
-    records = evaluation.to_records()
-    cert_r = np.array([r["certified_radius"] for r in records], dtype=np.float64)
-    emp_r = np.array([r["empirical_radius"] for r in records], dtype=np.float64)
-    correct = np.array([r["correct"] for r in records], dtype=bool)
-    violation = np.array([r["violation"] for r in records], dtype=bool)
-    if table_radii is None:
-        # evaluate's default radii also span the empirical radii; the table shows round radii up to the
-        # largest certified one, known only now
-        table_radii = report.nice_radii(float(np.concatenate([cert_r[np.isfinite(cert_r)], [0.0]]).max()))
-    cert_acc, emp_acc = evaluation.accuracies(table_radii)
-    label = norm_name(norm)
-    run.write_csv("evaluate.csv", [rec | {"norm": label} for rec in records])
-    grid = radius_grid(cert_r, emp_r)
-    title = f"{data.name}: {len(x)} inputs, {report.describe_noise(noise)}, n={params['n']}"
-    grid_cert, grid_emp = evaluation.accuracies(grid)
-    curves = [Curve("certified", grid, grid_cert), Curve("empirical (PGD+EOT attack)", grid, grid_emp, dashed=True)]
-    run.add_file(plot_accuracy_curves(curves, run.path("certified_accuracy.png"), title=title,
-                                      xlabel=f"{label} radius"))
-    run.add_file(plot_radius_scatter(cert_r, emp_r, run.path("radius_scatter.png"), title=title,
-                                     norm_label=label, violation=violation, correct=correct))
-    s = evaluation.to_dict()["summary"]  # JSON-safe: NaN ratios as None, infinite radii as "inf"
-    results = {"n_inputs": len(x), "radii": list(table_radii),
-               "certified_accuracy": [float(a) for a in cert_acc],
-               "empirical_accuracy": [float(a) for a in emp_acc]} | {k: s[k] for k in _RESULT_KEYS}
-    draws = report.draws_section([r["n_used"] for r in records] if records and "n_used" in records[0] else None,
-                                 params["n"])
-    if draws is not None:
-        results["draws"] = draws
-    run.write_summary(
-        data=report.data_section(data, x), noise=registry.noise_record(noise),
-        model=report.model_section(info),
-        certificate=report.certificate_section(params, label, method, box_used=box, form=params["form"]),
-        attack={k: v for k, v in attack.items() if k != "verbose"} | {
-            "search_steps": params["search_steps"], "eps_max": params.get("eps_max"),
-            "n_predict": params.get("n_predict") or params["n0"]},
-        evaluation=s, results=results,
-    )
+    with run.resumable(len(x)):
+        with run.timed("evaluate_seconds"):
+            evaluation = evaluate(smoothed, x, y, norm=norm, n=params["n"], attack=attack, radii=table_radii,
+                                  n0=params["n0"], batch_size=params["batch_size"], eps_max=params.get("eps_max"),
+                                  search_steps=params["search_steps"], n_predict=params.get("n_predict"),
+                                  certify_kwargs=cert_kwargs, backend=backend or "local")
+        records = evaluation.to_records()
+        cert_r = np.array([r["certified_radius"] for r in records], dtype=np.float64)
+        emp_r = np.array([r["empirical_radius"] for r in records], dtype=np.float64)
+        correct = np.array([r["correct"] for r in records], dtype=bool)
+        violation = np.array([r["violation"] for r in records], dtype=bool)
+        if table_radii is None:
+            # evaluate's default radii also span the empirical radii; the table shows round radii up to the
+            # largest certified one, known only now
+            table_radii = report.nice_radii(float(np.concatenate([cert_r[np.isfinite(cert_r)], [0.0]]).max()))
+        cert_acc, emp_acc = evaluation.accuracies(table_radii)
+        label = norm_name(norm)
+        run.write_csv("evaluate.csv", [rec | {"norm": label} for rec in records])
+        grid = radius_grid(cert_r, emp_r)
+        title = f"{data.name}: {len(x)} inputs, {report.describe_noise(noise)}, n={params['n']}"
+        grid_cert, grid_emp = evaluation.accuracies(grid)
+        curves = [Curve("certified", grid, grid_cert), Curve("empirical (PGD+EOT attack)", grid, grid_emp, dashed=True)]
+        run.write_plot("certified_accuracy.png", lambda path: plot_accuracy_curves(curves, path, title=title,
+                                                                                 xlabel=f"{label} radius"))
+        run.write_plot("radius_scatter.png", lambda path: plot_radius_scatter(
+            cert_r, emp_r, path, title=title, norm_label=label, violation=violation, correct=correct))
+        s = evaluation.to_dict()["summary"]  # JSON-safe: NaN ratios as None, infinite radii as "inf"
+        results = {"n_inputs": len(x), "radii": list(table_radii),
+                   "certified_accuracy": [float(a) for a in cert_acc],
+                   "empirical_accuracy": [float(a) for a in emp_acc]} | {k: s[k] for k in _RESULT_KEYS}
+        draws = report.draws_section([r["n_used"] for r in records] if records and "n_used" in records[0] else None,
+                                     params["n"])
+        if draws is not None:
+            results["draws"] = draws
+        run.write_summary(
+            data=report.data_section(data, x), noise=registry.noise_record(noise),
+            model=report.model_section(info),
+            certificate=report.certificate_section(params, label, method, box_used=box, form=params["form"]),
+            attack={k: v for k, v in attack.items() if k != "verbose"} | {
+                "search_steps": params["search_steps"], "eps_max": params.get("eps_max"),
+                "n_predict": params.get("n_predict") or params["n0"]},
+            evaluation=s, results=results,
+        )
     click.echo(f"evaluate: {data.name}, {len(x)} test inputs, {report.describe_noise(noise)}, {label}, "
                f"n={params['n']}, alpha={params['alpha']:g}, attack PGD {params['attack_steps']} steps x "
                f"{params['eot_samples']} EOT draws")

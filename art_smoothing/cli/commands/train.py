@@ -13,7 +13,7 @@ __all__ = ["train_command"]
 
 @click.command("train")
 @options.apply_options(options.data_options(default_limit=0) + options.noise_options(multiple=False)
-                       + options.model_options() + options.run_options())
+                       + options.model_options() + options.run_options() + options.folder_options(resumable=False))
 @click.pass_context
 def train_command(ctx, **_):
     """Train a base model with a noise (noise augmentation or another trainer) and save it.
