@@ -47,6 +47,9 @@ class ConsistencyTrainer(SmoothingTrainer):
         self.lbd = check_positive("lbd", lbd, allow_zero=True)
         self.eta = check_positive("eta", eta, allow_zero=True)
 
+    def __repr__(self) -> str:
+        return f"ConsistencyTrainer(m={self.m}, lbd={self.lbd:g}, eta={self.eta:g})"
+
     def compute_loss(self, x, y, noise_draws: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of the m copies + λ·consistency + η·entropy of their mean, batch mean."""
         est = self._classifier
