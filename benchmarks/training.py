@@ -54,7 +54,7 @@ ART_TRAINERS = ("ART macer", "ART smoothadv", "ART smoothmix")
 #: the sweep's grid: trainer -> {parameter: values}; parameters ending in ``_std`` are in units of the noise's
 #: std (``lbd_std``: λ·std; ``epsilon_std`` / ``step_std``: ε / α divided by the std)
 SWEEP = {
-    "consistency": {"lbd": (5.0, 10.0, 20.0)},
+    "consistency": {"lbd": (2.0, 5.0, 10.0)},
     "macer": {"lbd_std": (0.4, 1.2, 3.0), "warmup": (1, 3)},
     "smoothadv": {"epsilon_std": (0.5, 1.0, 2.0)},
     "smoothmix": {"eta": (1.0, 5.0), "step_std": (0.5, 2.0)},
