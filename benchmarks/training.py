@@ -33,6 +33,7 @@ and the commit that measured them; the defaults in :mod:`art_smoothing.training`
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -55,7 +56,7 @@ ART_TRAINERS = ("ART macer", "ART smoothadv", "ART smoothmix")
 #: std (``lbd_std``: λ·std; ``epsilon_std`` / ``step_std``: ε / α divided by the std)
 SWEEP = {
     "consistency": {"lbd": (2.0, 5.0, 10.0)},
-    "macer": {"lbd_std": (0.4, 1.2, 3.0), "warmup": (1, 3)},
+    "macer": {"lbd_std": (0.1, 0.4, 1.2, 3.0), "warmup": (1, 3)},
     "smoothadv": {"epsilon_std": (0.5, 1.0, 2.0)},
     "smoothmix": {"eta": (1.0, 5.0), "step_std": (0.5, 2.0)},
 }
@@ -233,6 +234,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-art", action="store_true", help="skip ART's PyTorchMACER / PyTorchSmoothAdv / PyTorchSmoothMix")
     p.add_argument("--sweep", action="store_true", help="run the grid of the defaults instead (see the docstring)")
     p.add_argument("--sweep-seed", type=int, default=100)
+    p.add_argument("--sweep-grid", default=None,
+                   help='JSON replacing entries of the grid, e.g. \'{"macer": {"lbd_std": [0.1], "warmup": [1, 3]}}\'')
     args = p.parse_args(argv)
     if args.scale <= 0:
         p.error("--scale must be > 0")
@@ -253,6 +256,8 @@ def main(argv=None) -> int:
           f"{args.epochs_run} epochs, batch {args.batch_size}; CERTIFY n0={args.n0}, n={args.n_cert}, "
           f"alpha={args.alpha}; std {args.std}; {args.threads} threads", flush=True)
     if args.sweep:
+        if args.sweep_grid:
+            SWEEP.update({k: {q: tuple(v) for q, v in g.items()} for k, g in json.loads(args.sweep_grid).items()})
         sweep(args, data, noise_list)
         print(f"total wall time {time.perf_counter() - start:.0f} s")
         return 0
