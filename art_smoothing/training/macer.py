@@ -13,7 +13,7 @@ from art_smoothing.certificates.norms import norm_name, parse_norm
 from art_smoothing.checks import check_int, check_positive
 from art_smoothing.training.augmentation import SmoothingTrainer
 
-__all__ = ["DEFAULT_LBD_STD", "DEFAULT_WARMUP", "MACERTrainer", "RadiusEnvelope", "default_lbd"]
+__all__ = ["DEFAULT_FORM", "DEFAULT_LBD_STD", "DEFAULT_WARMUP", "MACERTrainer", "RadiusEnvelope", "default_lbd"]
 
 #: MACER's default hinge ξ = Φ⁻¹(p_A) − Φ⁻¹(p_B) ≤ γ = 8, i.e. (p_A, p_B) = (Φ(4), Φ(−4)).
 _MACER_P_A, _MACER_P_B = float(_std_normal.cdf(4.0)), float(_std_normal.cdf(-4.0))
@@ -24,6 +24,8 @@ _MACER_P_A, _MACER_P_B = float(_std_normal.cdf(4.0)), float(_std_normal.cdf(-4.0
 DEFAULT_LBD_STD = {"gaussian": 1.2, "laplace": 0.4, "uniform": 1.2, "l2": 1.2, "l1": 0.4, "linf": 0.4}
 #: default warm-up (epochs over which λ ramps in from 0)
 DEFAULT_WARMUP = 2
+#: default form of the radius in the hinge
+DEFAULT_FORM = "multiclass"
 
 
 def default_lbd(noise) -> float:
@@ -158,15 +160,19 @@ class MACERTrainer(SmoothingTrainer):
     :param method: a certificate name of the noise (``None``: the best differentiable one).
     :param warmup: epochs over which λ ramps linearly from 0 (integer >= 0; 0: the full λ from the first
         step, as ART and the paper's Algorithm 1).
+    :param form: ``"multiclass"`` (MACER's and ART's): R(p_A, p_B) with p_B the runner-up of ĝ^β;
+        ``"binary"``: R(p_A, 1 − p_A), the runner-up at its worst case, as CERTIFY's default binary form
+        bounds it — the hinge then cannot be met by spreading the other classes' mass (which raises the
+        multiclass radius but not the certified one). Both are the noise's certificate at valid arguments.
     :param verbose: progress bar.
     """
 
     name = "macer"
-    trainer_params = ("m", "lbd", "gamma", "beta", "norm", "method", "warmup")
+    trainer_params = ("m", "lbd", "gamma", "beta", "norm", "method", "warmup", "form")
 
     def __init__(self, classifier, m: int = 16, lbd: float | None = None, gamma: float | None = None,
                  beta: float = 16.0, norm=None, method: str | None = None, warmup: int = DEFAULT_WARMUP,
-                 verbose: bool = True) -> None:
+                 form: str = DEFAULT_FORM, verbose: bool = True) -> None:
         super().__init__(classifier, verbose=verbose)
         est = self._classifier
         if est.nb_classes < 2:
@@ -176,6 +182,9 @@ class MACERTrainer(SmoothingTrainer):
         self.lbd = default_lbd(noise) if lbd is None else check_positive("lbd", lbd, allow_zero=True)
         self.beta = check_positive("beta", beta)
         self.warmup = check_int("warmup", warmup, minimum=0)
+        if form not in ("binary", "multiclass"):
+            raise ValueError(f"form must be 'binary' or 'multiclass' (the certificate's form), got {form!r}.")
+        self.form = form
         #: the weight λ_e in use (changed by the warm-up during ``fit``)
         self.current_lbd = self.lbd
         try:
@@ -254,6 +263,8 @@ class MACERTrainer(SmoothingTrainer):
         top = torch.topk(soft_beta, 2, dim=-1)
         correct = top.indices[:, 0] == y
         p_a, p_b = top.values[:, 0], top.values[:, 1]
+        if self.form == "binary":  # the runner-up at its worst case, as CERTIFY's default binary form bounds it
+            p_b = 1.0 - p_a
         with torch.no_grad():
             r = self.radius(p_a[correct], p_b[correct])
             active = torch.zeros_like(correct)
