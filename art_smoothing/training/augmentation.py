@@ -17,12 +17,22 @@ import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
 
+from art_smoothing.certificates.norms import norm_name
 from art_smoothing.engine.fitting import augmentation_loss, fit_under_noise, noisy_logits
 from art_smoothing.estimator import SmoothedClassifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NoiseAugmentationTrainer", "SmoothingTrainer"]
+__all__ = ["NoiseAugmentationTrainer", "SmoothingTrainer", "per_noise_default"]
+
+
+def per_noise_default(table: dict, noise):
+    """A trainer default that depends on the noise: ``table[noise.name]``, else the entry of the noise's norm
+    (``"l2"``, ``"l1"``, ``"linf"``), else ``table["l2"]``. The tables (chosen by ``benchmarks/training.py
+    --sweep``, recorded in ``docs/training.md``) hold dimensionless values: multiples of the noise's std."""
+    if noise.name in table:
+        return table[noise.name]
+    return table.get(norm_name(noise.norm), table["l2"])
 
 
 class SmoothingTrainer(Trainer):

@@ -11,7 +11,7 @@ from scipy.stats import norm as _std_normal
 
 from art_smoothing.certificates.norms import norm_name, parse_norm
 from art_smoothing.checks import check_int, check_positive
-from art_smoothing.training.augmentation import SmoothingTrainer
+from art_smoothing.training.augmentation import SmoothingTrainer, per_noise_default
 
 __all__ = ["DEFAULT_FORM", "DEFAULT_LBD_STD", "DEFAULT_WARMUP", "MACERTrainer", "RadiusEnvelope", "default_lbd"]
 
@@ -20,18 +20,17 @@ _MACER_P_A, _MACER_P_B = float(_std_normal.cdf(4.0)), float(_std_normal.cdf(-4.0
 
 #: default λ·std by noise name (λ = DEFAULT_LBD_STD[noise.name] / noise.std); other noises take the entry of
 #: their norm (``"l2"``, ``"l1"``, ``"linf"``). MACER's λ = 12 at σ = 0.25 is 3. Chosen by
-#: ``benchmarks/training.py --sweep`` (``docs/training.md``).
-DEFAULT_LBD_STD = {"gaussian": 1.2, "laplace": 0.4, "uniform": 1.2, "l2": 1.2, "l1": 0.4, "linf": 0.4}
-#: default warm-up (epochs over which λ ramps in from 0)
-DEFAULT_WARMUP = 2
+#: ``benchmarks/training.py --sweep`` over {0.1, 0.4, 1.2, 3} × warm-up {1, 3} (``docs/training.md``).
+DEFAULT_LBD_STD = {"gaussian": 0.1, "laplace": 0.1, "uniform": 3.0, "l2": 0.1, "l1": 0.1, "linf": 0.1}
+#: default warm-up (epochs over which λ ramps in from 0) by noise name, same fallbacks
+DEFAULT_WARMUP = {"gaussian": 1, "laplace": 1, "uniform": 3, "l2": 1, "l1": 1, "linf": 1}
 #: default form of the radius in the hinge
 DEFAULT_FORM = "multiclass"
 
 
 def default_lbd(noise) -> float:
     """The default MACER weight λ for ``noise`` (see :data:`DEFAULT_LBD_STD`)."""
-    key = noise.name if noise.name in DEFAULT_LBD_STD else norm_name(noise.norm)
-    return DEFAULT_LBD_STD.get(key, DEFAULT_LBD_STD["l2"]) / float(noise.std)
+    return per_noise_default(DEFAULT_LBD_STD, noise) / float(noise.std)
 
 
 class RadiusEnvelope:
@@ -159,7 +158,7 @@ class MACERTrainer(SmoothingTrainer):
         of the certificates.
     :param method: a certificate name of the noise (``None``: the best differentiable one).
     :param warmup: epochs over which λ ramps linearly from 0 (integer >= 0; 0: the full λ from the first
-        step, as ART and the paper's Algorithm 1).
+        step, as ART and the paper's Algorithm 1; ``None``: :data:`DEFAULT_WARMUP` for the noise).
     :param form: ``"multiclass"`` (MACER's and ART's): R(p_A, p_B) with p_B the runner-up of ĝ^β;
         ``"binary"``: R(p_A, 1 − p_A), the runner-up at its worst case, as CERTIFY's default binary form
         bounds it — the hinge then cannot be met by spreading the other classes' mass (which raises the
@@ -171,7 +170,7 @@ class MACERTrainer(SmoothingTrainer):
     trainer_params = ("m", "lbd", "gamma", "beta", "norm", "method", "warmup", "form")
 
     def __init__(self, classifier, m: int = 16, lbd: float | None = None, gamma: float | None = None,
-                 beta: float = 16.0, norm=None, method: str | None = None, warmup: int = DEFAULT_WARMUP,
+                 beta: float = 16.0, norm=None, method: str | None = None, warmup: int | None = None,
                  form: str = DEFAULT_FORM, verbose: bool = True) -> None:
         super().__init__(classifier, verbose=verbose)
         est = self._classifier
@@ -181,7 +180,8 @@ class MACERTrainer(SmoothingTrainer):
         noise = est.noise
         self.lbd = default_lbd(noise) if lbd is None else check_positive("lbd", lbd, allow_zero=True)
         self.beta = check_positive("beta", beta)
-        self.warmup = check_int("warmup", warmup, minimum=0)
+        self.warmup = (per_noise_default(DEFAULT_WARMUP, noise) if warmup is None
+                       else check_int("warmup", warmup, minimum=0))
         if form not in ("binary", "multiclass"):
             raise ValueError(f"form must be 'binary' or 'multiclass' (the certificate's form), got {form!r}.")
         self.form = form

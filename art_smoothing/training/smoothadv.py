@@ -18,14 +18,14 @@ __all__ = ["DEFAULT_EPSILON_STD", "SmoothAdvTrainer", "default_epsilon", "projec
 
 #: default attack radius ε in units of the noise's per-coordinate standard deviation, by noise name
 #: (``epsilon = DEFAULT_EPSILON_STD[noise.name] · noise.std`` in the noise's own norm; other noises take the
-#: entry of their norm, ``"l2"`` / ``"l1"`` / ``"linf"``). Chosen by ``benchmarks/training.py --sweep``
-#: (``docs/training.md``).
-DEFAULT_EPSILON_STD = {"gaussian": 1.0, "laplace": 1.0, "uniform": 1.0, "l2": 1.0, "l1": 1.0, "linf": 0.25}
+#: entry of their norm, ``"l2"`` / ``"l1"`` / ``"linf"``). Chosen by ``benchmarks/training.py --sweep`` over
+#: {0.5, 1, 2} (``docs/training.md``).
+DEFAULT_EPSILON_STD = {"gaussian": 2.0, "laplace": 2.0, "uniform": 2.0, "l2": 2.0, "l1": 2.0, "linf": 0.5}
 
 
 def default_epsilon(noise, norm: float | None = None) -> float:
-    """The default SmoothAdv radius for ``noise`` (see :data:`DEFAULT_EPSILON_STD`); ``norm`` other than the
-    noise's own picks the entry of that norm."""
+    """The default SmoothAdv radius for ``noise`` (see :data:`DEFAULT_EPSILON_STD`); a ``norm`` other than the
+    noise's own takes the entry of that norm."""
     norm = noise.norm if norm is None else norm
     key = noise.name if noise.name in DEFAULT_EPSILON_STD and norm == noise.norm else norm_name(norm)
     return DEFAULT_EPSILON_STD.get(key, DEFAULT_EPSILON_STD["l2"]) * float(noise.std)

@@ -11,21 +11,23 @@ from art_smoothing.checks import check_fraction, check_int, check_positive
 from art_smoothing.engine.eot import smoothed_log_probs
 from art_smoothing.engine.streams import Stage
 from art_smoothing.geometry import clip_to_box, project_lp_ball, steepest_ascent_direction
-from art_smoothing.training.augmentation import SmoothingTrainer
+from art_smoothing.training.augmentation import SmoothingTrainer, per_noise_default
 
-__all__ = ["DEFAULT_STEP_PER_STD", "SmoothMixTrainer"]
+__all__ = ["DEFAULT_ETA", "DEFAULT_STEP_STD", "SmoothMixTrainer", "default_step_size"]
 
-#: default attack step α in units of the noise's per-coordinate standard deviation, by noise name
-#: (``step_size = DEFAULT_STEP_PER_STD[noise.name] · noise.std`` in the noise's own norm; other noises take
-#: the entry of their norm, ``"l2"`` / ``"l1"`` / ``"linf"``). Chosen by ``benchmarks/training.py --sweep``
-#: (``docs/training.md``).
-DEFAULT_STEP_PER_STD = {"gaussian": 1.0, "laplace": 1.0, "uniform": 1.0, "l2": 1.0, "l1": 1.0, "linf": 0.25}
+#: default search step α in units of the noise's per-coordinate standard deviation and default η, by noise
+#: name (``step_size = DEFAULT_STEP_STD[noise.name] · noise.std`` in the noise's own norm); other noises take
+#: the entry of their norm (``"l2"`` / ``"l1"`` / ``"linf"``). Chosen by ``benchmarks/training.py --sweep`` over
+#: η ∈ {1, 5} × α/std ∈ {0.5, 2} (``docs/training.md``); with T = 4 steps, α = 2 std is the authors' CIFAR-10
+#: setting (α = 2σ).
+DEFAULT_STEP_STD = {"gaussian": 2.0, "laplace": 2.0, "uniform": 2.0, "l2": 2.0, "l1": 2.0,
+                    "linf": 0.5}
+DEFAULT_ETA = {"gaussian": 5.0, "laplace": 5.0, "uniform": 1.0, "l2": 5.0, "l1": 5.0, "linf": 1.0}
 
 
 def default_step_size(noise) -> float:
-    """The default SmoothMix step α for ``noise`` (see :data:`DEFAULT_STEP_PER_STD`)."""
-    key = noise.name if noise.name in DEFAULT_STEP_PER_STD else norm_name(noise.norm)
-    return DEFAULT_STEP_PER_STD.get(key, DEFAULT_STEP_PER_STD["l2"]) * float(noise.std)
+    """The default SmoothMix step α for ``noise`` (see :data:`DEFAULT_STEP_STD`)."""
+    return per_noise_default(DEFAULT_STEP_STD, noise) * float(noise.std)
 
 
 class SmoothMixTrainer(SmoothingTrainer):
@@ -73,7 +75,8 @@ class SmoothMixTrainer(SmoothingTrainer):
     ``num_noise_vec`` trains on nothing); here a step is ``batch_size`` inputs × m copies.
 
     :param classifier: the :class:`~art_smoothing.SmoothedClassifier`.
-    :param eta: η >= 0, weight of the mixup loss (the paper: 1–5 on MNIST, 5 on CIFAR-10).
+    :param eta: η >= 0, weight of the mixup loss (the paper: 1–5 on MNIST, 5 on CIFAR-10; ``None``:
+        :data:`DEFAULT_ETA` for the noise).
     :param m: noise draws per input and step (the paper: 4 on MNIST, 2 on CIFAR-10).
     :param num_steps: T >= 1, steps of the adversarial search.
     :param step_size: α > 0 in ``norm`` (``None``: :func:`default_step_size`, a multiple of the noise's std).
@@ -90,14 +93,15 @@ class SmoothMixTrainer(SmoothingTrainer):
     trainer_params = ("eta", "m", "num_steps", "step_size", "warmup", "mix_step", "maxnorm", "maxnorm_s", "norm",
                       "l1_top_fraction")
 
-    def __init__(self, classifier, eta: float = 1.0, m: int = 4, num_steps: int = 4, step_size: float | None = None,
+    def __init__(self, classifier, eta: float | None = None, m: int = 4, num_steps: int = 4, step_size: float | None = None,
                  warmup: int = 1, mix_step: int = 0, maxnorm: float | None = None, maxnorm_s: float | None = None,
                  norm=None, l1_top_fraction: float = 0.1, verbose: bool = True) -> None:
         super().__init__(classifier, verbose=verbose)
         est = self._classifier
         if est.nb_classes < 2:
             raise ValueError("SmoothMix needs at least two classes (its target mixes in the uniform distribution).")
-        self.eta = check_positive("eta", eta, allow_zero=True)
+        self.eta = (per_noise_default(DEFAULT_ETA, est.noise) if eta is None
+                    else check_positive("eta", eta, allow_zero=True))
         self.m = check_int("m", m)
         self.num_steps = check_int("num_steps", num_steps)
         self.warmup = check_int("warmup", warmup)
