@@ -19,8 +19,9 @@ __all__ = ["DEFAULT_EPSILON_STD", "SmoothAdvTrainer", "default_epsilon", "projec
 #: default attack radius ε in units of the noise's per-coordinate standard deviation, by noise name
 #: (``epsilon = DEFAULT_EPSILON_STD[noise.name] · noise.std`` in the noise's own norm; other noises take the
 #: entry of their norm, ``"l2"`` / ``"l1"`` / ``"linf"``). Chosen by ``benchmarks/training.py --sweep`` over
-#: {0.5, 1, 2} (``docs/training.md``).
-DEFAULT_EPSILON_STD = {"gaussian": 2.0, "laplace": 2.0, "uniform": 2.0, "l2": 2.0, "l1": 2.0, "linf": 0.5}
+#: {0.5, 1, 2} (``docs/training.md``). The ℓ∞ entry (mixed-norm noise) is not swept — the benchmark has no
+#: ℓ∞ noise — and is small because 0.5 std per coordinate collapsed the short-budget test (0.49 vs 0.69).
+DEFAULT_EPSILON_STD = {"gaussian": 2.0, "laplace": 2.0, "uniform": 2.0, "l2": 2.0, "l1": 2.0, "linf": 0.1}
 
 
 def default_epsilon(noise, norm: float | None = None) -> float:
