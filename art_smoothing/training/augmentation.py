@@ -102,7 +102,13 @@ class SmoothingTrainer(Trainer):
         raise NotImplementedError
 
     def _start_epoch(self, epoch: int, nb_epochs: int) -> None:
-        """Hook called before every epoch (SmoothAdv's ε warm-up)."""
+        """Hook called before every epoch (the warm-ups of MACER, SmoothAdv and SmoothMix)."""
+
+    def _begin_fit(self) -> None:
+        """Hook called at the start of :meth:`fit` (SmoothMix's stream of mixing coefficients)."""
+
+    def _end_fit(self) -> None:
+        """Hook called when :meth:`fit` ends, also on an error (restores what a warm-up changed)."""
 
     # ------------------------------------------------------------------ the loop
     def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 10, batch_size: int = 128, **kwargs) -> None:
@@ -119,9 +125,14 @@ class SmoothingTrainer(Trainer):
         options = {k: kwargs.pop(k) for k in ("scheduler", "training_mode", "drop_last") if k in kwargs}
         if kwargs:
             logger.warning("%s.fit ignores the arguments %s.", type(self).__name__, sorted(kwargs))
-        self.last_epoch_losses = fit_under_noise(
-            self._classifier, x, y, lambda xb, yb, z: self.compute_loss(xb, yb, z), m=self.m, nb_epochs=nb_epochs,
-            batch_size=batch_size, on_epoch=self._start_epoch, verbose=self.verbose, desc=self.name, **options)
+        self._begin_fit()
+        try:
+            self.last_epoch_losses = fit_under_noise(
+                self._classifier, x, y, lambda xb, yb, z: self.compute_loss(xb, yb, z), m=self.m,
+                nb_epochs=nb_epochs, batch_size=batch_size, on_epoch=self._start_epoch, verbose=self.verbose,
+                desc=self.name, **options)
+        finally:
+            self._end_fit()
 
 
 class NoiseAugmentationTrainer(SmoothingTrainer):

@@ -225,13 +225,8 @@ class MACERTrainer(SmoothingTrainer):
     def _start_epoch(self, epoch: int, nb_epochs: int) -> None:
         self.current_lbd = self.lbd_at(epoch)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 10, batch_size: int = 128, **kwargs) -> None:
-        try:
-            super().fit(x, y, nb_epochs=nb_epochs, batch_size=batch_size, **kwargs)
-        finally:
-            self.current_lbd = self.lbd
-
-    fit.__doc__ = SmoothingTrainer.fit.__doc__
+    def _end_fit(self) -> None:
+        self.current_lbd = self.lbd
 
     def radius(self, p_a: torch.Tensor, p_b: torch.Tensor) -> torch.Tensor:
         """The noise's certificate R(p_A, p_B) in :attr:`norm`, differentiable (see the class docstring)."""

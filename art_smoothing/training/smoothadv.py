@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -122,13 +120,8 @@ class SmoothAdvTrainer(SmoothingTrainer):
     def _start_epoch(self, epoch: int, nb_epochs: int) -> None:
         self.current_epsilon = min(self.epsilon, (epoch + 1) * self.epsilon / self.warmup)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 10, batch_size: int = 128, **kwargs) -> None:
-        try:
-            super().fit(x, y, nb_epochs=nb_epochs, batch_size=batch_size, **kwargs)
-        finally:
-            self.current_epsilon = self.epsilon
-
-    fit.__doc__ = SmoothingTrainer.fit.__doc__
+    def _end_fit(self) -> None:
+        self.current_epsilon = self.epsilon
 
     def attack(self, x, y, noise_draws: torch.Tensor | None = None, epsilon: float | None = None) -> torch.Tensor:
         """Adversarial inputs x' = x + δ against the smoothed soft classifier (step 1 of the class docstring).

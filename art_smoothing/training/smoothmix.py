@@ -132,18 +132,15 @@ class SmoothMixTrainer(SmoothingTrainer):
     def _start_epoch(self, epoch: int, nb_epochs: int) -> None:
         self.warmup_factor = min(1.0, (epoch + 1) / self.warmup)
 
-    def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 10, batch_size: int = 128, **kwargs) -> None:
+    def _begin_fit(self) -> None:
         est = self._classifier
         self._fits += 1
         # Mixing coefficients: their own stream, keyed (FIT, 0, fit number) — disjoint from the loop's (FIT, call).
         self._mix_generator = est.generator(est.call_seed(), Stage.FIT, 0, self._fits)
-        try:
-            super().fit(x, y, nb_epochs=nb_epochs, batch_size=batch_size, **kwargs)
-        finally:
-            self._mix_generator = None
-            self.warmup_factor = 1.0
 
-    fit.__doc__ = SmoothingTrainer.fit.__doc__
+    def _end_fit(self) -> None:
+        self._mix_generator = None
+        self.warmup_factor = 1.0
 
     def draw_mix_weights(self, num_inputs: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """λ ~ U[0, 1/2] for each of ``num_inputs`` inputs (float32, on the estimator's device); ``generator``
