@@ -113,8 +113,8 @@ class MACERTrainer(SmoothingTrainer):
        so the "correct" inputs the hinge acts on are the ~10 % of that class, and its gradient is 9–15× the
        classification gradient: after the first epoch every input is predicted as that class (256 of 256 for
        Gaussian and Laplace noise) and Laplace stays there for three epochs. Starting the hinge after one
-       epoch of classification and ramping λ in removes the collapse (Gaussian 0.77 → 0.87, Laplace
-       0.68 → 0.82 in the same run) — MACER's own remedy is the same deferred start.
+       epoch of classification and ramping λ in removes the collapse (Gaussian 0.77 → 0.85–0.87, Laplace
+       0.68 → 0.79–0.82 in the same run); the SmoothMix authors' MACER baselines use the same deferred start.
     2. *The hinge's scale in each noise's radius units.* λ multiplies a radius, so its effect grows with the
        noise's std, and per unit of logit margin the Laplace hinge −λ_L·log(1 − p_A + p_B) is steeper than
        the Gaussian one (its slope w.r.t. the logits tends to β·λ_L, the Gaussian one to β·σ/(2Φ⁻¹(p_A)),
