@@ -17,12 +17,22 @@ import numpy as np
 import torch
 from art.defences.trainer.trainer import Trainer
 
+from art_smoothing.certificates.norms import norm_name
 from art_smoothing.engine.fitting import augmentation_loss, fit_under_noise, noisy_logits
 from art_smoothing.estimator import SmoothedClassifier
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NoiseAugmentationTrainer", "SmoothingTrainer"]
+__all__ = ["NoiseAugmentationTrainer", "SmoothingTrainer", "per_noise_default"]
+
+
+def per_noise_default(table: dict, noise):
+    """A trainer default that depends on the noise: ``table[noise.name]``, else the entry of the noise's norm
+    (``"l2"``, ``"l1"``, ``"linf"``), else ``table["l2"]``. The tables (chosen by ``benchmarks/training.py
+    --sweep``, recorded in ``docs/training.md``) hold dimensionless values: multiples of the noise's std."""
+    if noise.name in table:
+        return table[noise.name]
+    return table.get(norm_name(noise.norm), table["l2"])
 
 
 class SmoothingTrainer(Trainer):
@@ -92,7 +102,13 @@ class SmoothingTrainer(Trainer):
         raise NotImplementedError
 
     def _start_epoch(self, epoch: int, nb_epochs: int) -> None:
-        """Hook called before every epoch (SmoothAdv's ε warm-up)."""
+        """Hook called before every epoch (the warm-ups of MACER, SmoothAdv and SmoothMix)."""
+
+    def _begin_fit(self) -> None:
+        """Hook called at the start of :meth:`fit` (SmoothMix's stream of mixing coefficients)."""
+
+    def _end_fit(self) -> None:
+        """Hook called when :meth:`fit` ends, also on an error (restores what a warm-up changed)."""
 
     # ------------------------------------------------------------------ the loop
     def fit(self, x: np.ndarray, y: np.ndarray, nb_epochs: int = 10, batch_size: int = 128, **kwargs) -> None:
@@ -109,9 +125,14 @@ class SmoothingTrainer(Trainer):
         options = {k: kwargs.pop(k) for k in ("scheduler", "training_mode", "drop_last") if k in kwargs}
         if kwargs:
             logger.warning("%s.fit ignores the arguments %s.", type(self).__name__, sorted(kwargs))
-        self.last_epoch_losses = fit_under_noise(
-            self._classifier, x, y, lambda xb, yb, z: self.compute_loss(xb, yb, z), m=self.m, nb_epochs=nb_epochs,
-            batch_size=batch_size, on_epoch=self._start_epoch, verbose=self.verbose, desc=self.name, **options)
+        self._begin_fit()
+        try:
+            self.last_epoch_losses = fit_under_noise(
+                self._classifier, x, y, lambda xb, yb, z: self.compute_loss(xb, yb, z), m=self.m,
+                nb_epochs=nb_epochs, batch_size=batch_size, on_epoch=self._start_epoch, verbose=self.verbose,
+                desc=self.name, **options)
+        finally:
+            self._end_fit()
 
 
 class NoiseAugmentationTrainer(SmoothingTrainer):

@@ -7,9 +7,14 @@ import math
 import torch
 
 from art_smoothing.checks import check_int, check_positive
-from art_smoothing.training.augmentation import SmoothingTrainer
+from art_smoothing.training.augmentation import SmoothingTrainer, per_noise_default
 
-__all__ = ["ConsistencyTrainer"]
+__all__ = ["DEFAULT_LBD", "ConsistencyTrainer"]
+
+#: default λ by noise name (other noises: the entry of their norm), chosen by ``benchmarks/training.py --sweep``
+#: (``docs/training.md``): at 15 epochs on digits λ = 10 (the paper's 5–20) cost 7–13 % clean accuracy and
+#: λ = 20 collapsed; λ = 10 also fell below 0.9 × augmentation's accuracy on a 3-epoch budget.
+DEFAULT_LBD = {"gaussian": 2.0, "laplace": 5.0, "uniform": 2.0, "l2": 2.0, "l1": 2.0, "linf": 2.0}
 
 
 class ConsistencyTrainer(SmoothingTrainer):
@@ -33,7 +38,8 @@ class ConsistencyTrainer(SmoothingTrainer):
 
     :param classifier: the :class:`~art_smoothing.SmoothedClassifier`.
     :param m: noisy copies per input and step (the paper uses m = 2); m = 1 makes the KL term 0.
-    :param lbd: λ >= 0, weight of the consistency (KL) term (the paper: 5–20 on CIFAR-10).
+    :param lbd: λ >= 0, weight of the consistency (KL) term (the paper: 5–20 on CIFAR-10; ``None``:
+        :data:`DEFAULT_LBD` for the noise).
     :param eta: η >= 0, weight of the entropy term (the paper: 0.5).
     :param verbose: progress bar.
     """
@@ -41,11 +47,16 @@ class ConsistencyTrainer(SmoothingTrainer):
     name = "consistency"
     trainer_params = ("m", "lbd", "eta")
 
-    def __init__(self, classifier, m: int = 2, lbd: float = 10.0, eta: float = 0.5, verbose: bool = True) -> None:
+    def __init__(self, classifier, m: int = 2, lbd: float | None = None, eta: float = 0.5,
+                 verbose: bool = True) -> None:
         super().__init__(classifier, verbose=verbose)
         self.m = check_int("m", m)
-        self.lbd = check_positive("lbd", lbd, allow_zero=True)
+        self.lbd = (per_noise_default(DEFAULT_LBD, self._classifier.noise) if lbd is None
+                    else check_positive("lbd", lbd, allow_zero=True))
         self.eta = check_positive("eta", eta, allow_zero=True)
+
+    def __repr__(self) -> str:
+        return f"ConsistencyTrainer(m={self.m}, lbd={self.lbd:g}, eta={self.eta:g})"
 
     def compute_loss(self, x, y, noise_draws: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy of the m copies + λ·consistency + η·entropy of their mean, batch mean."""
