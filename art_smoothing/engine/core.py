@@ -14,10 +14,15 @@ draws only, cut at fixed offsets of a block, so an input's votes do not depend o
 partition across workers. Bit-identical votes then need only the same ``batch_size``, intra-op thread
 count and kernels; otherwise a vote can change only where two logits tie to rounding. The certification
 errors of different inputs are correlated; the expected number of wrong certificates stays ≤ α·N.
+
+An estimator whose forward pass is compiled for fixed shapes (:attr:`SmoothingEngine.static_shapes`) gets
+every pass padded to one of a few sizes (:func:`pass_size`); the padded rows' votes are dropped, so the
+draws that count and the cuts are the same as without padding.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from typing import Any
@@ -36,7 +41,29 @@ from art_smoothing.engine.streams import NoiseBlocks, Stage, block_size, generat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SmoothingEngine"]
+__all__ = ["PAD_LEVELS", "SmoothingEngine", "pad_rows", "pass_size"]
+
+#: with fixed shapes, a pass of ``rows`` noisy copies is padded to ``full`` (the largest pass) or to one of the
+#: PAD_LEVELS − 1 powers of two in [full/2^(PAD_LEVELS−1), full): at most PAD_LEVELS shapes per input shape.
+PAD_LEVELS = 5
+
+
+def pass_size(rows: int, full: int) -> int:
+    """The size a forward pass of ``rows`` ≤ ``full`` noisy copies is padded to when shapes are fixed: ``full``
+    when ``rows`` > full/2, else the smallest power of two ≥ ``rows`` and ≥ full/2^(PAD_LEVELS−1). A function of
+    (rows, full) only, so padding never depends on batching or partitioning; less than 2× the rows above the
+    smallest size (measured faster overall than padding every pass to ``full``: ``benchmarks/certify_throughput.py``)."""
+    if 2 * rows > full:
+        return full
+    floor = -(-full // (1 << (PAD_LEVELS - 1)))
+    return min(full, 1 << (max(rows, floor) - 1).bit_length())
+
+
+def pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` with zero rows appended up to ``rows`` rows (``t`` itself when it has that many)."""
+    if t.shape[0] >= rows:
+        return t
+    return torch.cat([t, t.new_zeros((rows - t.shape[0], *t.shape[1:]))])
 
 
 class SmoothingEngine:
@@ -58,6 +85,13 @@ class SmoothingEngine:
 
     def check_smoothing_params(self) -> None:
         """Validate the smoothing parameters before a call (they may have been assigned directly)."""
+
+    @property
+    def static_shapes(self) -> bool:
+        """True while :meth:`base_labels` runs a forward pass compiled for fixed shapes: :meth:`count_block`
+        then pads every pass to a size from a small fixed set (:func:`pass_size`) and drops the padded rows'
+        votes. False by default (passes hold exactly their draws)."""
+        return False
 
     # ------------------------------------------------------------------ inputs and streams
     @property
@@ -156,15 +190,25 @@ class SmoothingEngine:
         (x_i, seed, stage, block, start, stop, batch size) alone. Kernels can round a row differently
         depending on the batch it sits in (CPU GEMM paths change with the batch size, cuDNN picks algorithms
         by shape), so packing several inputs into one pass would make a near-tie's vote depend on which
-        inputs happen to share the call — i.e. on partitioning."""
+        inputs happen to share the call — i.e. on partitioning.
+
+        With :attr:`static_shapes` a pass of b − a draws is padded with zero rows to
+        ``pass_size(b − a, full)`` (``full`` = the largest pass, min(batch_size, block)) and only its first
+        b − a labels count: the same draws and cuts, a few fixed shapes."""
         stop = z.shape[0] if stop is None else stop
         if stop <= start:
             return
         cuts = [start, *range((start // batch_size + 1) * batch_size, stop, batch_size), stop]
         w = None if weights is None else weights[start:stop]
         n_classes = counts.shape[1]
+        full = min(batch_size, max(z.shape[0], self.block_size())) if self.static_shapes else 0
         for i in range(xg.shape[0]):
-            labels = [self.base_labels(self.noise.perturb(xg[i:i + 1], z[a:b])) for a, b in zip(cuts, cuts[1:])]
+            labels = []
+            for a, b in itertools.pairwise(cuts):
+                noisy = self.noise.perturb(xg[i:i + 1], z[a:b])
+                if full:
+                    noisy = pad_rows(noisy, pass_size(b - a, full))
+                labels.append(self.base_labels(noisy)[:b - a])
             # one bincount per input: weighted sums then do not depend on how the draws were batched
             votes = torch.bincount(torch.cat(labels), weights=w, minlength=n_classes)[:n_classes]
             counts[i] += votes.to(counts.dtype)
