@@ -104,6 +104,7 @@ class EstimatorPayload:
                 "postprocessing_defences": base.postprocessing_defences, "preprocessing": preprocessing,
             }
             smoothing["eot_samples"] = smoothed.eot_samples
+            smoothing["compile"] = smoothed.compile_in_effect  # the driver's decision; each worker compiles its own
             return cls("torch", model, kwargs, smoothing)
         if isinstance(smoothed, NumpySmoothedClassifier):
             return cls("numpy", smoothed.base_classifier, {}, smoothing)
