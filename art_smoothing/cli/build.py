@@ -383,11 +383,13 @@ def get_classifier(params: dict[str, Any], data, noise, device, run: Run | None,
 
 
 def make_smoothed(classifier, noise, params: dict[str, Any], eot_samples: int | None = None):
-    """The :class:`~art_smoothing.SmoothedClassifier` of the run (``--n0``, ``--alpha``, ``--seed``)."""
+    """The :class:`~art_smoothing.SmoothedClassifier` of the run (``--n0``, ``--alpha``, ``--seed``,
+    ``--compile/--no-compile``; neither: ``compile="auto"``)."""
     from art_smoothing import SmoothedClassifier
 
     kwargs = {"sample_size": params["n0"], "alpha": params["alpha"], "seed": params["seed"],
-              "verbose": not params.get("quiet")}
+              "verbose": not params.get("quiet"),
+              "compile": "auto" if params.get("compile") is None else params["compile"]}
     if eot_samples is not None:
         kwargs["eot_samples"] = eot_samples
     return SmoothedClassifier(classifier, noise=noise, **kwargs)

@@ -49,7 +49,7 @@ RESERVED = {"data", "limit", "noise", "norm", "method", "box", "form", "n", "n0"
             "deterministic", "help", "version", "verbose", "debug", "no_cache", "factory_arg", "trainer_param",
             "train_limit", "train_batch_size", "attack_param", "search_steps", "eps_max", "n_predict",
             "attack_steps", "eot_samples", "restarts", "rerun", "ray_address", "image_size", "clip_values",
-            "overwrite", "resume", "chunk_size"}
+            "overwrite", "resume", "chunk_size", "compile"}
 
 
 def apply_options(options: list[Callable]) -> Callable:
@@ -141,6 +141,9 @@ def certificate_options(multiple: bool, default_n: int) -> list[Callable]:
         click.option("--radii", default=None, metavar="R1,R2,...",
                      help="Radii of the printed table (default: six round values up to the largest radius); with "
                           "--sequential, the radii decided."),
+        click.option("--compile/--no-compile", "compile", default=None,
+                     help="Run the base model through torch.compile in PREDICT and CERTIFY (default: when a call "
+                          "evaluates at least a million noisy samples; falls back to eager with a warning)."),
     ]
 
 
