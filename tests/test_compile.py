@@ -1,0 +1,285 @@
+"""``compile``: the base classifier's forward pass through ``torch.compile`` in PREDICT and CERTIFY.
+
+One tiny digits CNN is compiled once for the whole module (``run``): its certification uses two padded pass
+shapes, and every later call with these shapes — another partition of the inputs, PREDICT, sequential
+CERTIFY, weight updates — must not compile again. Votes are compared with the eager path's under the tie
+rule: a vote may differ only where the top two eager logits tie to within float rounding.
+"""
+
+import json
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch._dynamo.utils import counters
+
+from art_smoothing import SmoothedClassifier
+from art_smoothing.cli import cli
+from art_smoothing.cli.build import make_smoothed
+from art_smoothing.distributed.worker import EstimatorPayload
+from art_smoothing.engine.core import pass_size
+from art_smoothing.engine.streams import NoiseBlocks, Stage
+from art_smoothing.estimator import AUTO_COMPILE_SAMPLES, NumpySmoothedClassifier
+from art_smoothing.models import DigitsCNN, make_classifier
+from art_smoothing.noise import GaussianNoise
+
+SEED, N, N0, BATCH = 5, 100, 12, 64
+#: the module's certification: selection passes of 12 rows and estimation passes of 64 + 36 rows
+PASSES = (N0, BATCH, N - BATCH)
+#: sequential budget with looks at 64, 128, 208: passes of 64, 64, 64 and 16 rows
+SEQ_N = 208
+
+
+def graphs() -> int:
+    """Graphs dynamo has compiled in this process so far."""
+    return counters["stats"]["unique_graphs"]
+
+
+def near_ties(logits: torch.Tensor) -> torch.Tensor:
+    """Rows whose top two logits are equal to within float rounding (relative 1e-5)."""
+    top = logits.topk(2, dim=1).values
+    return (top[:, 0] - top[:, 1]) <= 1e-5 * (1.0 + logits.abs().max(dim=1).values)
+
+
+def tie_counts(estimator, x: np.ndarray, stage: Stage, num: int) -> np.ndarray:
+    """Per input, the near ties among the eager logits of its ``num`` draws of stream ``(SEED, stage)``."""
+    z = NoiseBlocks(estimator, stage, SEED, num).block(0)
+    assert z.shape[0] == num  # one block holds them all
+    with torch.no_grad():
+        return np.array([int(near_ties(estimator.base_logits(estimator.noise.perturb(torch.as_tensor(xi[None]), z)))
+                                   .sum()) for xi in x])
+
+
+def assert_votes_match(compiled: np.ndarray, eager: np.ndarray, ties: np.ndarray) -> None:
+    """Each near tie can move one vote from one class to another (changing two counts by one)."""
+    assert np.array_equal(compiled.sum(axis=1), eager.sum(axis=1))
+    assert np.all(np.abs(compiled - eager).sum(axis=1) <= 2 * ties), (compiled, eager, ties)
+
+
+@pytest.fixture(scope="module")
+def run(digits):
+    """A compiled certification (standardisation inside the compiled graph) and an eager twin sharing the model."""
+    torch.manual_seed(0)
+    model = DigitsCNN(width=4)
+    clf = make_classifier(model, (1, 8, 8), 10, preprocessing=(0.4, 0.3))
+    kwargs = {"noise": GaussianNoise(0.5), "sample_size": N0, "seed": SEED}
+    est = SmoothedClassifier(clf, compile=True, **kwargs)
+    eager = SmoothedClassifier(clf, compile=False, **kwargs)
+    x = digits.x_test[:4]
+    before = graphs()
+    result = est.certify_detailed(x, N, batch_size=BATCH)
+    return SimpleNamespace(est=est, eager=eager, clf=clf, x=x, y=digits.y_test[:4], result=result,
+                           compiled=graphs() - before)
+
+
+def test_votes_equal_eager_except_near_ties(run):
+    eager = run.eager.certify_detailed(run.x, N, batch_size=BATCH)
+    assert_votes_match(run.result.counts_selection, eager.counts_selection, tie_counts(run.eager, run.x, Stage.SELECT, N0))
+    assert_votes_match(run.result.counts, eager.counts, tie_counts(run.eager, run.x, Stage.ESTIMATE, N))
+    # sample by sample on 1024 noisy digits, in passes of a compiled shape
+    gen = torch.Generator().manual_seed(1)
+    noisy = torch.as_tensor(run.x).repeat(256, 1, 1, 1)[:1024] + 0.5 * torch.randn((1024, 1, 8, 8), generator=gen)
+    with torch.no_grad(), run.est.compile_call(0):
+        assert run.est.compiling
+        compiled = torch.cat([run.est.base_logits(b) for b in noisy.split(BATCH)])
+    with torch.no_grad():
+        eager_logits = run.eager.base_logits(noisy)
+    assert float((compiled - eager_logits).abs().max()) < 1e-4
+    differ = compiled.argmax(1) != eager_logits.argmax(1)
+    assert not bool((differ & ~near_ties(eager_logits)).any())
+
+
+def test_one_compilation_per_shape(run):
+    full = min(BATCH, run.est.block_size())
+    shapes = {pass_size(rows, full) for rows in PASSES}
+    assert shapes == {16, 64}  # without padding: 12, 36 and 64 rows
+    assert run.compiled == len(shapes)
+    before = graphs()
+    # another partition of the inputs gives the same votes, bit for bit, and compiles nothing
+    parts = [run.est.certify_detailed(run.x[a:b], N, batch_size=BATCH) for a, b in ((0, 1), (1, 4))]
+    for field in ("counts", "counts_selection", "radius"):
+        assert np.array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(run.result, field))
+    run.est.predict(run.x, batch_size=BATCH)  # passes of 12 draws: the 16-row shape
+    seq = run.est.certify_detailed(run.x, SEQ_N, batch_size=BATCH, sequential=True, radius=0.1)
+    assert graphs() == before
+    eager_seq = run.eager.certify_detailed(run.x, SEQ_N, batch_size=BATCH, sequential=True, radius=0.1)
+    assert np.array_equal(seq.n_used, eager_seq.n_used)
+    # an input's counts hold its first n_used draws: ties among all the budget's draws bound the differences
+    assert_votes_match(seq.counts, eager_seq.counts, tie_counts(run.eager, run.x, Stage.ESTIMATE, SEQ_N))
+
+
+def test_compile_values_set_params_and_bad_values(run, digits):
+    assert SmoothedClassifier(run.clf, GaussianNoise(0.5)).compile == "auto"  # the default
+    est = SmoothedClassifier(run.clf, GaussianNoise(0.5), compile=False)
+    assert est.get_params()["compile"] is False
+    for value, stored in ((True, True), ("auto", "auto"), (np.bool_(False), False)):
+        est.set_params(compile=value)
+        assert est.compile is stored
+    for bad in ("yes", "AUTO", 1, None, 2.0):
+        with pytest.raises(ValueError, match=r"compile must be True, False or 'auto'"):
+            est.set_params(compile=bad, alpha=0.01)
+        assert est.compile is False and est.alpha == 0.001  # all or nothing
+        with pytest.raises(ValueError, match=r"compile must be True, False or 'auto'"):
+            SmoothedClassifier(run.clf, GaussianNoise(0.5), compile=bad)
+    est.compile = "on"  # assigned directly: refused when used
+    with pytest.raises(ValueError, match=r"compile must be"):
+        est.certify(run.x, n=10)
+    clone = SmoothedClassifier(run.clf, GaussianNoise(0.5), compile=True).clone_for_refitting()
+    assert clone.compile is True
+
+
+def test_auto_rule_is_decided_once_per_request(run, digits):
+    est = SmoothedClassifier(run.clf, GaussianNoise(0.5), sample_size=N0, seed=SEED)
+    assert est.compile_for(AUTO_COMPILE_SAMPLES - 1) is False and est.compile_for(AUTO_COMPILE_SAMPLES) is True
+    before = graphs()
+    small = est.certify_detailed(run.x, N, batch_size=BATCH)  # 448 samples: eager, no padding
+    assert graphs() == before and not est.compiling
+    assert np.array_equal(small.counts, run.eager.certify_detailed(run.x, N, batch_size=BATCH).counts)
+
+    seen = []
+
+    class Recorder:  # a backend: what a Ray driver would ship to its workers
+        def certify(self, estimator, x, plan):
+            seen.append(EstimatorPayload.from_estimator(estimator).smoothing_kwargs["compile"])
+            return small
+
+        def evaluate(self, *args, **kwargs):
+            raise NotImplementedError
+
+    n_big = AUTO_COMPILE_SAMPLES // len(run.x)  # the whole request reaches the threshold, no input alone does
+    est.certify_detailed(run.x, n_big, batch_size=BATCH, backend=Recorder())
+    est.certify_detailed(run.x[:1], n_big, batch_size=BATCH, backend=Recorder())
+    assert seen == [True, False]
+    assert EstimatorPayload.from_estimator(est).smoothing_kwargs["compile"] == "auto"  # outside a call
+    with est.compile_call(AUTO_COMPILE_SAMPLES):
+        with est.compile_call(0):  # an enclosing call's decision stands
+            assert est.compile_in_effect is True
+        payload = EstimatorPayload.from_estimator(est)
+    assert payload.build("cpu").compile is True
+    assert est.compile_in_effect == "auto"
+
+
+def test_fallback_when_compilation_fails(run, monkeypatch):
+    class Unsupported(RuntimeError):
+        pass
+
+    def broken_compile(fn, **kwargs):
+        def call(*args, **kw):  # torch.compile fails lazily, at the first call
+            raise Unsupported("this backend cannot compile the model\nsecond line of the error")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    est = SmoothedClassifier(run.clf, GaussianNoise(0.5), sample_size=N0, seed=SEED, compile=True)
+    with pytest.warns(RuntimeWarning) as record:
+        result = est.certify_detailed(run.x, N, batch_size=BATCH)
+    messages = [str(w.message) for w in record if "compile" in str(w.message)]
+    assert messages == [("compile: torch.compile of the base classifier failed (Unsupported: this backend cannot "
+                         "compile the model); running it eagerly.")]
+    assert not est.compiling and est.compile is True
+    eager = run.eager.certify_detailed(run.x, N, batch_size=BATCH)
+    assert_votes_match(result.counts, eager.counts, tie_counts(run.eager, run.x, Stage.ESTIMATE, N))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the estimator stays eager
+        again = est.certify_detailed(run.x, N, batch_size=BATCH)
+    assert np.array_equal(again.counts, eager.counts)
+
+
+@pytest.mark.slow
+def test_fallback_without_a_c_compiler(run, monkeypatch, tmp_path):
+    """The real failure: inductor finds no C++ compiler (fresh kernel cache, so nothing is reused)."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(tmp_path / "no-such-c++"),))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(inductor_config, "force_disable_caches", True)
+    est = SmoothedClassifier(run.clf, GaussianNoise(0.5), sample_size=N0, seed=SEED, compile=True)
+    with pytest.warns(RuntimeWarning, match=r"^compile: torch.compile of the base classifier failed \(.+\); "
+                                            r"running it eagerly\.$"):
+        result = est.predict(run.x, batch_size=BATCH)
+    assert not est.compiling
+    np.testing.assert_array_equal(result, run.eager.predict(run.x, batch_size=BATCH))
+
+
+def test_numpy_classifiers_are_unaffected(digits):
+    from art.estimators.classification import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = digits.x_train[:200].reshape(200, -1), digits.y_train[:200]
+    clf = SklearnClassifier(LogisticRegression(max_iter=200).fit(x, y), clip_values=(0.0, 1.0))
+    before = graphs()
+    sm = SmoothedClassifier(clf, GaussianNoise(0.25), sample_size=20, seed=0, compile=True)
+    assert isinstance(sm, NumpySmoothedClassifier)
+    pred, _ = sm.certify(x[:3], n=100, batch_size=50)
+    assert pred.shape == (3,) and graphs() == before
+
+
+def test_cli_option_reaches_the_classifier(run):
+    params = {"n0": N0, "alpha": 0.001, "seed": 0, "quiet": True}
+    assert make_smoothed(run.clf, GaussianNoise(0.5), params).compile == "auto"  # option not given
+    for value in (True, False):
+        assert make_smoothed(run.clf, GaussianNoise(0.5), {**params, "compile": value}).compile is value
+    for command in ("certify", "compare", "evaluate"):
+        out = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "--compile / --no-compile" in out, command
+
+
+@pytest.mark.slow
+def test_cli_certify_with_compile_matches_no_compile(tmp_path):
+    """A real run: the bundled model (trained briefly) certified compiled and eagerly gives the same files."""
+    tiny = ["--limit", "4", "--n", "60", "--n0", "20", "--epochs", "1", "--train-limit", "200", "--batch-size", "64",
+            "--seed", "2", "--quiet"]
+    env = {"ART_SMOOTHING_CACHE": str(tmp_path / "cache")}
+    outs = {}
+    for flag in ("--no-compile", "--compile"):  # the model is trained (and cached) by the first run
+        out = tmp_path / flag.strip("-")
+        before = graphs()
+        result = CliRunner().invoke(cli, ["certify", *tiny, flag, "--out", str(out)], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert (graphs() > before) is (flag == "--compile")
+        with open(out / "summary.json", encoding="utf-8") as fh:
+            assert json.load(fh)["params"]["compile"] is (flag == "--compile")
+        with open(out / "certify.csv", encoding="utf-8") as fh:
+            outs[flag] = fh.read()
+    assert outs["--compile"] == outs["--no-compile"]
+
+
+@pytest.mark.slow
+def test_ray_workers_compile_their_own_copy(run):
+    """compile=True with two Ray workers gives the local compiled result bit for bit."""
+    ray = pytest.importorskip("ray")
+    from art_smoothing.distributed import RayBackend
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="WARNING")
+    try:
+        with RayBackend(num_workers=2, chunk_size=2, progress=False) as backend:
+            remote = run.est.certify_detailed(run.x, N, batch_size=BATCH, backend=backend)
+            stats = backend.worker_stats()
+    finally:
+        ray.shutdown()
+    assert len({s["pid"] for s in stats}) == 2
+    for field in ("counts", "counts_selection", "radius", "prediction"):
+        assert np.array_equal(getattr(remote, field), getattr(run.result, field))
+
+
+def test_weight_updates_after_compiling_are_seen(run, digits):
+    """Runs last: trains the shared model (eagerly) after the compiled certification."""
+    x = torch.as_tensor(run.x[:1]).repeat(BATCH, 1, 1, 1) + 0.3 * torch.randn((BATCH, 1, 8, 8))  # a compiled shape
+    before_graphs = graphs()
+    with torch.no_grad(), run.est.compile_call(0):
+        before = run.est.base_logits(x)
+    run.est.fit(digits.x_train[:128], digits.y_train[:128], nb_epochs=2, batch_size=32)
+    with torch.no_grad(), run.est.compile_call(0):
+        after = run.est.base_logits(x)
+        eager_after = run.eager.base_logits(x)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, eager_after, atol=1e-5)
+    assert graphs() == before_graphs  # parameters are inputs of the compiled graph: no recompilation
+    # ART's own methods keep working on the shared model
+    assert run.clf.predict(run.x).shape == (len(run.x), 10)
+    grad = run.est.loss_gradient(run.x[:2], run.y[:2], eot_samples=8)
+    assert grad.shape == run.x[:2].shape and np.all(np.isfinite(grad))
