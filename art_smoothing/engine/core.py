@@ -72,7 +72,8 @@ class SmoothingEngine:
     A concrete estimator provides the attributes ``noise``, ``seed``, ``sample_size``, ``alpha``,
     ``verbose``, ``input_shape``, ``nb_classes``, ``device`` (a ``torch.device``) and ``noise_dtype``, and
     the methods :meth:`base_labels` (the base classifier's hard decisions on noisy inputs already on the
-    device), :meth:`set_eval` and :meth:`check_smoothing_params`.
+    device), :meth:`set_eval` and :meth:`check_smoothing_params`; it may override :attr:`static_shapes` (a
+    compiled forward pass).
     """
 
     # ------------------------------------------------------------------ what the estimator provides
