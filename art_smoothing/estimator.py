@@ -71,9 +71,11 @@ __all__ = [
 ]
 
 #: ``compile="auto"`` compiles a PREDICT or CERTIFY call that evaluates at least this many noisy samples in
-#: total (N·(n0 + n) for CERTIFY — n is the budget of a sequential one — and N·sample_size for PREDICT): there
-#: even the benchmark's cheapest model (the digits CNN, ~4·10⁴ samples/s eager on 2 CPU threads) runs ≥ 25 s
-#: eagerly, and compiling (5–15 s the first time, ~1 s from inductor's cache) saves about half of that.
+#: total (N·(n0 + n) for CERTIFY — n is the budget of a sequential one — and N·sample_size for PREDICT). Measured
+#: on 2 CPU threads (``benchmarks/certify_throughput.py``): the cheapest benchmark model (digits CNN, 6–11·10⁴
+#: samples/s eager) spends 9–15 s eagerly on 10⁶ samples and compiling saves half of it for 1–11 s of
+#: compilation (inductor's disk cache warm or cold): about even; a model 5× as costly (wide digits, CIFAR-shaped
+#: CNN: 1.1–1.5·10⁴ samples/s) saves 20–60 s for 1–5 s. Below it compiling rarely pays.
 AUTO_COMPILE_SAMPLES = 1_000_000
 
 
