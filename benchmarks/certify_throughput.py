@@ -1,18 +1,30 @@
-"""Certification throughput: this project's CERTIFY vs the cost floor vs ART 1.20's randomized smoothing.
+"""Certification throughput: our CERTIFY (eager, channels_last, compiled) vs the cost floor vs ART 1.20.
 
 For each model configuration, measured side by side in one run (noisy samples per second, counting
-the n0 selection and n estimation draws of every input):
+the n0 selection and n estimation draws of every input), as ratios to the floor:
 
-* floor   — the base model's raw forward passes on pre-drawn noisy batches (what CERTIFY cannot avoid);
-* ours    — ``SmoothedClassifier.certify`` (noise drawing, votes, bounds and radii included);
-* ART     — ``art.estimators.certification.PyTorchRandomizedSmoothing.certify`` on the same model.
+* floor     — the base model's raw eager forward passes (NCHW) on pre-drawn noisy batches (what CERTIFY
+  cannot avoid with today's eager model);
+* torch CL / torch compiled — the same raw passes with the model and batches in channels_last, and through
+  ``torch.compile(model)``: what plain torch reaches, for reference;
+* ours      — ``SmoothedClassifier.certify`` with ``compile=False`` (noise drawing, votes, bounds and radii
+  included);
+* ours CL   — the same on a copy of the model converted to channels_last (``model.to(memory_format=
+  torch.channels_last)``; its batches stay NCHW and the first convolution reorders them);
+* compiled  — ``compile=True`` (standardisation and model through ``torch.compile``, fixed padded shapes);
+* ART       — ``art.estimators.certification.PyTorchRandomizedSmoothing.certify`` on the same model.
+
+``compile s`` is the first compiled certification's time minus a steady one: dynamo tracing and inductor's
+code generation for every shape the run uses (``--cold-compile`` switches inductor's on-disk caches off, as a
+first run on a machine finds them; otherwise a rerun finds its kernels there).
 
 Usage: ``python benchmarks/certify_throughput.py [--inputs 20] [--n 2000] [--device cuda]``.
 Random weights are fine for timing. Throughputs are medians over ``--repeats`` interleaved rounds; ratios are
-medians of per-round ratios. ``faults/pass`` is the median number of minor page faults per forward pass.
+medians of per-round ratios. ``faults/pass`` is the median number of minor page faults per forward pass
+(floor/ours/ART).
 
 Allocator. Building a ``SmoothedClassifier`` on the CPU tunes glibc's allocator for the whole process
-(:mod:`art_smoothing.runtime`), so the three columns of one table share the same allocator settings. With
+(:mod:`art_smoothing.runtime`), so the columns of one table share the same allocator settings. With
 ``--allocator both`` (the default on Linux) the script also runs itself in a subprocess with
 ``ART_SMOOTHING_MALLOC=default`` and prints that table too: the same comparison under glibc's own settings,
 where fresh pages for every pass's activations cost the floor, ours and ART system time alike.
@@ -21,6 +33,7 @@ where fresh pages for every pass's activations cost the floor, ours and ART syst
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import resource
 import subprocess
@@ -76,23 +89,36 @@ def run_config(name, model, input_shape, args, device_type):
     x = rng.uniform(0, 1, size=(args.inputs, *input_shape)).astype(np.float32)
     total = args.inputs * (args.n0 + args.n)
     sigma = 0.25
+    cl = torch.channels_last if len(input_shape) == 3 else torch.contiguous_format
+    model_cl = copy.deepcopy(model).to(memory_format=cl)
 
     base = art_classifier(model, input_shape, device_type)
     device = base.device
-    ours = SmoothedClassifier(base, noise=GaussianNoise(sigma), sample_size=args.n0, alpha=0.001, seed=0)
 
-    noisy = torch.as_tensor(x[:1], device=device) + sigma * torch.randn((args.batch_size, *input_shape), device=device)
+    def smoothed(classifier, compile):
+        return SmoothedClassifier(classifier, noise=GaussianNoise(sigma), sample_size=args.n0, alpha=0.001,
+                                  seed=0, compile=compile)
 
-    def floor():
-        with torch.no_grad():
-            done = 0
-            while done < total:
-                b = min(args.batch_size, total - done)
-                model(noisy[:b]).argmax(1)
-                done += b
+    ours, ours_cl = smoothed(base, False), smoothed(art_classifier(model_cl, input_shape, device_type), False)
+    compiled = smoothed(base, True)
 
-    def run_ours():
-        ours.certify(x, n=args.n, batch_size=args.batch_size)
+    noisy = torch.as_tensor(x[:1], device=device) + sigma * torch.randn((args.batch_size, *input_shape),
+                                                                        device=device)
+    noisy_cl = noisy.contiguous(memory_format=cl)
+    torch_compiled = torch.compile(model, dynamic=False)
+
+    def raw(net, batch):
+        def passes():
+            with torch.no_grad():
+                done = 0
+                while done < total:
+                    b = min(args.batch_size, total - done)
+                    net(batch[:b]).argmax(1)
+                    done += b
+        return passes
+
+    def certify(estimator):
+        return lambda: estimator.certify(x, n=args.n, batch_size=args.batch_size)
 
     from art.estimators.certification.randomized_smoothing import PyTorchRandomizedSmoothing
 
@@ -103,21 +129,28 @@ def run_config(name, model, input_shape, args, device_type):
     def run_art():
         art_rs.certify(x, n=args.n, batch_size=args.batch_size)
 
-    run_ours()  # warm-up (allocator, threads)
-    (t_floor, t_ours, t_art), faults = interleaved_times([floor, run_ours, None if args.skip_art else run_art],
-                                                         args.repeats)
+    certify(ours)()  # warm-up (allocator, threads)
+    t0 = time.perf_counter()
+    certify(compiled)()  # compiles every shape the run uses
+    first = time.perf_counter() - t0
+    raw(torch_compiled, noisy)()
+    fns = {"floor": raw(model, noisy), "torch CL": raw(model_cl, noisy_cl),
+           "torch compiled": raw(torch_compiled, noisy), "ours": certify(ours), "ours CL": certify(ours_cl),
+           "compiled": certify(compiled), "ART": None if args.skip_art else run_art}
+    times, faults = interleaved_times(list(fns.values()), args.repeats)
+    t = dict(zip(fns, times))
     passes = args.inputs * (-(-args.n0 // args.batch_size) + -(-args.n // args.batch_size))
-    return {
-        "config": name,
-        "d": int(np.prod(input_shape)),
-        "floor/s": total / np.median(t_floor),
-        "ours/s": total / np.median(t_ours),
-        "ART/s": total / np.median(t_art),
-        "ours/floor": median_ratio(t_floor, t_ours),
-        "ART/floor": median_ratio(t_floor, t_art),
-        "ours/ART": median_ratio(t_art, t_ours),
-        "faults/pass": [float(np.median(f)) / passes for f in faults],
-    }
+    row = {"config": name, "d": int(np.prod(input_shape)), "floor/s": total / np.median(t["floor"]),
+           "compile s": first - float(np.median(t["compiled"])),
+           "faults/pass": [float(np.median(faults[list(fns).index(k)])) / passes for k in ("floor", "ours",
+                                                                                             "ART")]}
+    for k in fns:
+        if k != "floor":
+            row[k] = median_ratio(t["floor"], t[k])
+    return row
+
+
+COLUMNS = ("torch CL", "torch compiled", "ours", "ours CL", "compiled", "ART")
 
 
 def main(argv=None):
@@ -129,6 +162,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-art", action="store_true")
+    parser.add_argument("--cold-compile", action="store_true",
+                        help="inductor's on-disk caches off: compile times as on a machine's first run")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--allocator", choices=["tuned", "default", "both"], default="both",
                         help="glibc allocator settings: art_smoothing's (tuned), glibc's own (default, via "
@@ -138,6 +173,10 @@ def main(argv=None):
         os.environ[ENV_VAR] = "default"  # read when the first SmoothedClassifier is built
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.cold_compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.force_disable_caches = True
     device_type = "gpu" if args.device.startswith("cuda") else "cpu"
     torch.manual_seed(0)
     configs = [
@@ -145,19 +184,22 @@ def main(argv=None):
         ("wide digits CNN (1x8x8)", DigitsCNN(width=64), (1, 8, 8)),
         ("CIFAR-shaped CNN (3x32x32)", SmallCNN(width=16), (3, 32, 32)),
     ]
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = [run_config(name, model, shape, args, device_type) for name, model, shape in configs]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={args.device} threads={torch.get_num_threads()} inputs={args.inputs} n0={args.n0} n={args.n} "
-          f"batch={args.batch_size} allocator={'tuned' if allocator_tuned() else 'glibc default'} load={load:.2f} "
-          f"(medians over {args.repeats} interleaved rounds; ratios per round)")
-    header = f"{'config':<28}{'d':>6}{'floor/s':>11}{'ours/s':>11}{'ART/s':>11}{'ours/floor':>12}{'ART/floor':>11}" \
-             f"{'ours/ART':>10}  faults/pass floor/ours/ART"
+          f"batch={args.batch_size} allocator={'tuned' if allocator_tuned() else 'glibc default'} "
+          f"load={load0:.2f}->{load:.2f} (medians over {args.repeats} interleaved rounds; ratios per round)")
+    widths = [max(len(c), 5) + 2 for c in COLUMNS]
+    header = f"{'config':<28}{'d':>6}{'floor/s':>9}" + "".join(f"{c:>{w}}" for c, w in zip(COLUMNS, widths)) \
+        + f"{'compile s':>11}  faults/pass floor/ours/ART"
     print(header)
+    print(f"{'':<43}ratios to the floor (samples/s over the floor's)")
     print("-" * len(header))
     for r in rows:
         fl = "/".join("-" if np.isnan(f) else f"{f:.0f}" for f in r["faults/pass"])
-        print(f"{r['config']:<28}{r['d']:>6}{r['floor/s']:>11.0f}{r['ours/s']:>11.0f}{r['ART/s']:>11.0f}"
-              f"{r['ours/floor']:>12.2f}{r['ART/floor']:>11.2f}{r['ours/ART']:>10.2f}  {fl}")
+        ratios = "".join(f"{r[c]:>{w}.2f}" for c, w in zip(COLUMNS, widths))
+        print(f"{r['config']:<28}{r['d']:>6}{r['floor/s']:>9.0f}{ratios}{r['compile s']:>11.1f}  {fl}")
     sys.stdout.flush()
     if args.allocator == "both" and allocator_tuned():
         print()
