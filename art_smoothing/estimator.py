@@ -282,19 +282,22 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
     :param verbose: progress bars.
     :param compile: run the base classifier's forward pass in PREDICT and CERTIFY (fixed-n, sequential and
         exact, and the attacks' vote counts) through ``torch.compile``: ``True``, ``False`` (eager, as before),
-        or ``"auto"`` (the default: compile a call that evaluates at least :data:`AUTO_COMPILE_SAMPLES` noisy
-        samples, N·(n0 + n) for CERTIFY and N·sample_size for PREDICT, never a small one; a call with a Ray
-        backend is decided in the driver, on all its inputs, and its workers follow). The compiled pass holds
-        ART's standardisation and the model, with image batches in the device's fastest layout (channels_last
-        on CPU and CUDA; the model's parameters are not touched); preprocessing defences run before it as ART
-        applies them, postprocessing defences after it. The engine keeps batch shapes fixed (a few padded sizes
-        per input shape, :func:`~art_smoothing.engine.core.pass_size`), so a certification compiles once per
-        shape; weight updates after compiling are seen. Gradients and training stay eager (their shapes vary and
-        compiling their backward pass costs more than their few passes save). Compiled kernels round differently
-        from eager ones, so a vote can differ from the eager pass where the top two logits tie to within float
-        rounding: the certificate is a statement about the model *as it runs* (compiled), which is the
-        classifier that answers. Where compilation fails (no C compiler, an unsupported operation, an old
-        torch) a one-line RuntimeWarning is given and the pass runs eagerly.
+        or ``"auto"`` (the default): compile a call that evaluates at least :data:`AUTO_COMPILE_SAMPLES` noisy
+        samples, N·(n0 + n) for CERTIFY and N·sample_size for PREDICT, never a small one. A CERTIFY call with a
+        Ray backend is decided in the driver on all its inputs and the workers follow (each compiles its own
+        copy); ``art_smoothing.evaluate`` on Ray decides per chunk of inputs, so pass True or False there when
+        votes must not depend on the chunking even at rounding ties. The compiled pass holds ART's
+        standardisation and the model, with image batches in channels_last (the fastest layout of CPU and
+        CUDA convolutions; the model's parameters are not touched); preprocessing defences run before it as
+        ART applies them, postprocessing defences after it. The engine keeps batch shapes fixed (at most five
+        padded sizes per input shape, :func:`~art_smoothing.engine.core.pass_size`), so a certification
+        compiles once per shape; later weight updates are seen. Gradients, EOT passes and training stay eager:
+        their shapes vary from call to call and they need the backward graph (a second, longer compilation)
+        for a small share of the passes. Compiled kernels round differently from eager ones, so a vote can
+        differ from the eager pass where the top two logits tie to within float rounding: the certificate is
+        a statement about the model *as it runs* (here compiled), the classifier that answers. Where
+        compilation fails (no C compiler, an unsupported operation, an old torch) a one-line RuntimeWarning
+        is given and the pass runs eagerly.
     """
 
     estimator_params = PyTorchClassifier.estimator_params + ["noise", "scale", "sample_size", "alpha", "seed",
