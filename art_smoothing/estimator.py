@@ -285,8 +285,8 @@ class SmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, PyTorchClas
         or ``"auto"`` (the default): compile a call that evaluates at least :data:`AUTO_COMPILE_SAMPLES` noisy
         samples, N·(n0 + n) for CERTIFY and N·sample_size for PREDICT, never a small one. A CERTIFY call with a
         Ray backend is decided in the driver on all its inputs and the workers follow (each compiles its own
-        copy); ``art_smoothing.evaluate`` on Ray decides per chunk of inputs, so pass True or False there when
-        votes must not depend on the chunking even at rounding ties. The compiled pass holds ART's
+        copy); ``art_smoothing.evaluate`` with a chunked backend (local chunks or Ray) decides per chunk of
+        inputs, so pass True or False there when votes must not depend on the chunking even at rounding ties. The compiled pass holds ART's
         standardisation and the model, with image batches in channels_last (the fastest layout of CPU and
         CUDA convolutions; the model's parameters are not touched); preprocessing defences run before it as
         ART applies them, postprocessing defences after it. The engine keeps batch shapes fixed (at most five
