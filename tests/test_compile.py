@@ -25,7 +25,7 @@ from art_smoothing import SmoothedClassifier
 from art_smoothing.cli import cli
 from art_smoothing.cli.build import make_smoothed
 from art_smoothing.distributed.worker import EstimatorPayload
-from art_smoothing.engine.core import pass_size
+from art_smoothing.engine.core import PAD_LEVELS, pass_size
 from art_smoothing.engine.streams import NoiseBlocks, Stage
 from art_smoothing.estimator import AUTO_COMPILE_SAMPLES, NumpySmoothedClassifier
 from art_smoothing.models import DigitsCNN, make_classifier
@@ -34,7 +34,7 @@ from art_smoothing.noise import GaussianNoise
 SEED, N, N0, BATCH = 5, 100, 12, 64
 #: the module's certification: selection passes of 12 rows and estimation passes of 64 + 36 rows
 PASSES = (N0, BATCH, N - BATCH)
-#: sequential budget with looks at 64, 128, 208: passes of 64, 64, 64 and 16 rows
+#: sequential budget: looks at 32, 48, 72, 108, 162 and 208 draws, passes of 4 × 32, 4 × 16, … rows
 SEQ_N = 208
 
 
@@ -108,8 +108,16 @@ def test_one_compilation_per_shape(run):
     for field in ("counts", "counts_selection", "radius"):
         assert np.array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(run.result, field))
     run.est.predict(run.x, batch_size=BATCH)  # passes of 12 draws: the 16-row shape
-    seq = run.est.certify_detailed(run.x, SEQ_N, batch_size=BATCH, sequential=True, radius=0.1)
     assert graphs() == before
+    seq = run.est.certify_detailed(run.x, SEQ_N, batch_size=BATCH, sequential=True, radius=0.1)
+    # the looks' passes may add the padded sizes not used yet (32 rows here), never more than PAD_LEVELS in all
+    assert run.compiled + graphs() - before <= PAD_LEVELS
+    before = graphs()
+    parts = [run.est.certify_detailed(run.x[a:b], SEQ_N, batch_size=BATCH, sequential=True, radius=0.1)
+             for a, b in ((0, 3), (3, 4))]
+    assert graphs() == before  # another partition: nothing new to compile, the same draws and decisions
+    for field in ("counts", "n_used", "radius"):
+        assert np.array_equal(np.concatenate([getattr(p, field) for p in parts]), getattr(seq, field))
     eager_seq = run.eager.certify_detailed(run.x, SEQ_N, batch_size=BATCH, sequential=True, radius=0.1)
     assert np.array_equal(seq.n_used, eager_seq.n_used)
     # an input's counts hold its first n_used draws: ties among all the budget's draws bound the differences

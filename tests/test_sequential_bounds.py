@@ -256,16 +256,17 @@ def test_geometric_schedule_spends_alpha_as_documented():
     from art_smoothing.certificates.sequential import LookSchedule
 
     s = LookSchedule.geometric(10_000, 0.001)
-    assert s.looks == (64, 128, 256, 512, 1024, 2048, 4096, 10_000)  # 8192·√2 > 10 000: no look at 8192
+    # ×1.5 rounded up from 32; 9368·√1.5 > 10 000: no look at 9368
+    assert s.looks == (32, 48, 72, 108, 162, 243, 365, 548, 822, 1233, 1850, 2775, 4163, 6245, 10_000)
     assert math.isclose(math.fsum(s.alpha_looks), 0.001, rel_tol=1e-12)
-    assert s.final_alpha == 0.0005 and len(set(s.alpha_looks[:-1])) == 1
+    assert math.isclose(s.final_alpha, 0.00095, rel_tol=1e-12) and len(set(s.alpha_looks[:-1])) == 1
     assert math.isclose(math.fsum(s.beta_looks[:-1]), s.beta, rel_tol=1e-12)
     m = LookSchedule.geometric(10_000, 0.001, "multiclass")
     assert m.looks == s.looks and np.allclose(m.alpha_looks, np.array(s.alpha_looks) / 2, rtol=1e-15, atol=0)
     assert m.side_alpha == 0.0005 and m.side_beta == m.beta / 2
     # A budget below the first look (times √ratio) is a single look: fixed-n CERTIFY at the full α.
-    one = LookSchedule.geometric(80, 0.01)
-    assert one.looks == (80,) and one.alpha_looks == (0.01,)
+    one = LookSchedule.geometric(39, 0.01)  # 32·√1.5 > 39
+    assert one.looks == (39,) and one.alpha_looks == (0.01,)
     assert LookSchedule.geometric(1000, 0.01, first_look=100, ratio=3).looks == (100, 300, 1000)
 
 
@@ -275,13 +276,13 @@ def test_final_look_bound_is_fixed_n_clopper_pearson_at_the_final_share():
     n, alpha = 10_000, 0.001
     k = np.array([0, 1, 5000, 9000, 9900, 9990, 9999, 10_000])
     s = LookSchedule.geometric(n, alpha)
-    assert np.array_equal(anytime_lower(s, k, n), clopper_pearson_lower(k, n, alpha / 2))
+    assert np.array_equal(anytime_lower(s, k, n), clopper_pearson_lower(k, n, 0.95 * alpha))
     assert np.all(anytime_lower(s, k, n) >= clopper_pearson_lower(k, n, s.final_alpha))
     m = LookSchedule.geometric(n, alpha, "multiclass")
-    assert np.array_equal(anytime_lower(m, k, n), clopper_pearson_lower(k, n, alpha / 4))
-    assert np.array_equal(anytime_upper(m, k, n), clopper_pearson_upper(k, n, alpha / 4))
+    assert np.array_equal(anytime_lower(m, k, n), clopper_pearson_lower(k, n, 0.95 * (alpha / 2)))
+    assert np.array_equal(anytime_upper(m, k, n), clopper_pearson_upper(k, n, 0.95 * (alpha / 2)))
     # ... and an earlier look's bound is Clopper–Pearson at that look's share.
-    assert np.array_equal(anytime_lower(s, [10, 64], 64), clopper_pearson_lower([10, 64], 64, s.alpha_looks[0]))
+    assert np.array_equal(anytime_lower(s, [10, 48], 48), clopper_pearson_lower([10, 48], 48, s.alpha_looks[1]))
 
 
 def test_best_case_bounds_sit_at_the_budget_for_default_schedules_and_are_maxima_otherwise():
@@ -348,16 +349,17 @@ def _naive(schedule):
 def test_sequential_loop_overclaims_at_most_alpha_where_peeking_does_not(form, probs):
     """The hardest place: one requested radius a float above what the true probabilities support, so
     certifying it — or reporting any radius above the true one — needs a bound failure. Over R = 4000
-    repetitions the over-claims are Binomial(R, q) with q ≤ α = 0.1 for a valid procedure: the count must
-    stay under that law's (1 − 1e-3)-quantile (460). Peeking with plain bounds at 9 looks has q ≈ 0.3
-    (binary) / 0.18 (multiclass, where both bounds must err together) and must exceed it."""
+    repetitions the over-claims are Binomial(R, q) with q ≤ α = 0.05 for a valid procedure: the count must
+    stay under that law's (1 − 1e-3)-quantile (244). Peeking with plain bounds at the default schedule's 15
+    looks has q ≈ 0.26 (binary) / 0.12 (multiclass, where both bounds must err together; 20 000 repetitions,
+    docs/sequential.md) and must exceed it."""
     from art_smoothing.certificates.sequential import LookSchedule
     from art_smoothing.noise import GaussianNoise
 
     noise = GaussianNoise(0.25)
-    alpha, reps = 0.1, 4000
-    schedule = LookSchedule.geometric(8000, alpha, form, first_look=32)
-    assert schedule.num_looks == 9
+    alpha, reps = 0.05, 4000
+    schedule = LookSchedule.geometric(8000, alpha, form)  # the default schedule: 32, 48, …, 6245, 8000
+    assert schedule.num_looks == 15
     true_radius = float(noise.certified_radius(probs[0], None if form == "binary" else probs[1]))
     requested = [math.nextafter(true_radius, math.inf)]
     quantile = binom.ppf(1 - 1e-3, reps, alpha)
@@ -433,21 +435,21 @@ def test_futility_never_stops_an_input_that_could_still_be_certified(form):
             k_b = c[:, 1:].max(axis=1) if form == "multiclass" else None
             best = sequential_decision(schedule, noise, radii, c[:, 0] + t_next - t, t_next, k_b)
             assert not np.any(futile & best.certified)
-    assert n_futile > 100  # the check is not vacuous (R = 0.75 is futile from the first look: 0.0005^(1/2000) < 0.9987)
+    assert n_futile > 100  # the check is not vacuous (R = 0.75 is futile from the first look: 0.00095^(1/2000) < 0.9987)
 
 
 def test_all_agreeing_votes_certify_early():
     """Gaussian σ = 0.25, α = 0.001, budget 10 000: with every vote for c_A the bound at look t is
-    α_j^(1/t), α_j = 0.0005/7, which passes Φ(1) = 0.841 (R = 0.25) at t ≥ 56 and Φ(2) = 0.977 (R = 0.5)
-    at t ≥ 415: certified at the looks 64 and 512, against the fixed 10 000 draws of CERTIFY."""
+    α_j^(1/t), α_j = 0.00005/14, which passes Φ(1) = 0.841 (R = 0.25) at t ≥ 72.6 and Φ(2) = 0.977 (R = 0.5)
+    at t ≥ 545.1: certified at the looks 108 and 548, against the fixed 10 000 draws of CERTIFY."""
     from art_smoothing.certificates.sequential import LookSchedule
     from art_smoothing.noise import GaussianNoise
 
     schedule = LookSchedule.geometric(10_000, 0.001)
     _, stopped, _ = _run(schedule, GaussianNoise(0.25), [0.25], (1.0, 0.0), 3, np.random.default_rng(0))
-    assert np.all(stopped == 64)
+    assert np.all(stopped == 108)
     _, stopped, _ = _run(schedule, GaussianNoise(0.25), [0.5], (1.0, 0.0), 3, np.random.default_rng(0))
-    assert np.all(stopped == 512)
+    assert np.all(stopped == 548)
 
 
 def test_decision_agrees_with_the_inverted_certificate_and_abstains_early():
@@ -458,7 +460,7 @@ def test_decision_agrees_with_the_inverted_certificate_and_abstains_early():
     noise = LaplaceNoise(0.5)
     schedule = LookSchedule.geometric(4000, 0.001)
     radii = np.array([0.0, 0.1, 0.3, 0.6, 1.0])
-    t = 256
+    t = 243  # a look of the default schedule
     k = np.arange(0, t + 1)
     d = sequential_decision(schedule, noise, radii, k, t)
     need = required_p_a(noise, radii)
@@ -466,9 +468,9 @@ def test_decision_agrees_with_the_inverted_certificate_and_abstains_early():
     assert np.array_equal(d.certified, d.p_a_lower[:, None] >= need[None, :])
     assert np.array_equal(d.refuted, ~(d.p_a_upper[:, None] >= need[None, :]))
     # p_A clearly ≤ 1/2: abstain, refuted at every radius (0 included), stop, report radius 0.
-    low = k < 100
+    low = k < 90
     assert np.all(d.abstain[low]) and np.all(d.refuted[low]) and np.all(d.stop[low]) and np.all(d.radius[low] == 0)
-    assert not np.any(d.abstain[k > 160])
+    assert not np.any(d.abstain[k > 150])
     # Certified radii never refuted; the reported radius is the noise's radius at the valid bound.
     assert not np.any(d.certified & d.refuted)
     assert np.array_equal(d.radius, np.where(d.p_a_lower > 0.5, noise.certified_radius(d.p_a_lower), 0.0))
@@ -483,8 +485,8 @@ def test_decision_with_box_certificates_per_input():
     x = np.full((3, 16), 0.5)
     x[1] = np.round(np.random.default_rng(1).random(16))
     schedule = LookSchedule.geometric(1000, 0.01)
-    k = np.array([120, 120, 80])
-    d = sequential_decision(schedule, noise, [0.5, 1.0], k, 128, x=x, clip_values=(0.0, 1.0))
+    k = np.array([100, 100, 70])
+    d = sequential_decision(schedule, noise, [0.5, 1.0], k, 108, x=x, clip_values=(0.0, 1.0))
     need = required_p_a(noise, np.array([[0.5, 1.0]]), x=x, clip_values=(0.0, 1.0))
     assert np.array_equal(d.certified, d.p_a_lower[:, None] >= need)
     assert d.certified.shape == (3, 2) and d.radius.shape == (3,)
@@ -500,23 +502,23 @@ def test_sequential_rejects_bad_input_with_useful_messages():
     with pytest.raises(ValueError, match="not a look"):
         anytime_lower(s, 10, 100)
     with pytest.raises(ValueError, match="k must hold whole numbers in 0..t"):
-        anytime_lower(s, 65, 64)
+        anytime_lower(s, 49, 48)
     with pytest.raises(ValueError, match="multiclass"):
-        anytime_upper(s, 1, 64)
+        anytime_upper(s, 1, 48)
     with pytest.raises(ValueError, match="needs k_b"):
-        sequential_decision(m, g, 0.1, [60], 64)
+        sequential_decision(m, g, 0.1, [40], 48)
     with pytest.raises(ValueError, match="only used by the multiclass"):
-        sequential_decision(s, g, 0.1, [60], 64, [2])
+        sequential_decision(s, g, 0.1, [40], 48, [2])
     with pytest.raises(ValueError, match="must not exceed t"):
-        sequential_decision(m, g, 0.1, [60], 64, [5])
+        sequential_decision(m, g, 0.1, [40], 48, [9])
     with pytest.raises(ValueError, match="1-D grid"):
-        sequential_decision(s, g, [[0.1, 0.2]], [60], 64)
+        sequential_decision(s, g, [[0.1, 0.2]], [40], 48)
     with pytest.raises(ValueError, match=">= 0"):
-        sequential_decision(s, g, [-0.1], [60], 64)
+        sequential_decision(s, g, [-0.1], [40], 48)
     with pytest.raises(ValueError, match="empty"):
-        sequential_decision(s, g, [], [60], 64)
+        sequential_decision(s, g, [], [40], 48)
     with pytest.raises(ValueError, match="pass dim"):
-        sequential_decision(s, g, 0.1, [60], 64, norm="inf")
+        sequential_decision(s, g, 0.1, [40], 48, norm="inf")
     with pytest.raises(ValueError, match="form must be"):
         LookSchedule.geometric(1000, 0.01, "ternary")
     with pytest.raises(ValueError, match="ratio must be > 1"):

@@ -54,7 +54,8 @@ def pass_size(rows: int, full: int) -> int:
     (rows, full) only, so padding never depends on batching or partitioning; less than 2× the rows above the
     smallest size. Measured against padding every pass to ``full`` (2 CPU threads, compiled CNNs, batch 500):
     fixed-n CERTIFY (n0 = 100 pads to 128 instead of 500) 1.4–3.0× eager instead of 1.2–2.6×; sequential CERTIFY
-    (looks of 64, 128, … draws) 1.17× eager instead of 0.6–0.75×, for up to four more compilations."""
+    (looks of 64, 128, … draws, the first schedule) 1.17× eager instead of 0.6–0.75×, for up to four more
+    compilations."""
     if 2 * rows > full:
         return full
     floor = -(-full // (1 << (PAD_LEVELS - 1)))
