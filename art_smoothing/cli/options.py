@@ -189,9 +189,9 @@ def run_options() -> list[Callable]:
     ]
 
 
-def folder_options(resumable: bool) -> list[Callable]:
+def folder_options(resumable: bool, chunk_size: int = DEFAULT_LOCAL_CHUNK_SIZE) -> list[Callable]:
     """``--overwrite``; for the commands that save per-input results as they go, ``--resume`` and
-    ``--chunk-size`` too."""
+    ``--chunk-size`` (default ``chunk_size``) too."""
     opts = [click.option("--overwrite", is_flag=True, default=False,
                          help="Replace the run in a non-empty --out (only files art-smoothing writes are removed).")]
     if resumable:
@@ -199,7 +199,7 @@ def folder_options(resumable: bool) -> list[Callable]:
             click.option("--resume", is_flag=True, default=False,
                          help="Continue the interrupted run in --out DIR, with its options: saved inputs are not "
                               "computed again and the results equal an uninterrupted run's."),
-            click.option("--chunk-size", "chunk_size", type=click.IntRange(min=1), default=DEFAULT_LOCAL_CHUNK_SIZE,
+            click.option("--chunk-size", "chunk_size", type=click.IntRange(min=1), default=chunk_size,
                          show_default=True,
                          help="Inputs saved together as the run goes (Ctrl-C loses at most one chunk); evaluate's "
                               "attack batches the inputs of a chunk."),
