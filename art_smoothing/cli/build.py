@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import shlex
+from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -29,7 +30,7 @@ from art_smoothing.cli.runs import Run
 
 __all__ = ["GIVEN_KEY", "TRAINING_OPTIONS", "assignments", "build_noises", "certify_kwargs", "check_options",
            "factory_kwargs", "get_classifier", "given_options", "load_data", "make_backend", "make_smoothed",
-           "method_plan", "norm_of", "parse_radii", "resume_command", "setup"]
+           "method_plan", "norm_of", "parse_radii", "resume_command", "setup", "single_noise_request"]
 
 #: ``ctx.meta`` key of the option names a rerun repeats as given (the original run's)
 GIVEN_KEY = "art_smoothing.given"
@@ -309,6 +310,24 @@ def certify_kwargs(params: dict[str, Any], norm: float, method: str | None, box:
                            "then the budget of draws per input.")
         kwargs.update(sequential=True, radius=radii)
     return kwargs
+
+
+def single_noise_request(ctx: click.Context, command: str, norms=None) -> SimpleNamespace:
+    """The start of a one-noise command (certify, evaluate): the run, the data, the noise, the norm (one of
+    ``norms`` when given), the certificate method and the ``certify_detailed`` arguments, as a namespace with
+    ``params, device, run, data, x, y, noise, norm, method, box, table_radii, kwargs``."""
+    params, device, run = setup(ctx, command)
+    data, x, y = load_data(params)
+    (noise,) = build_noises(params, data, multiple=False)
+    norm = norm_of(params.get("norm"), noise)
+    if norms is not None and norm not in norms:
+        names = ["linf" if p == math.inf else f"l{p:g}" for p in norms]
+        names = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise CLIError(f"{command} works in {names} only; got --norm {params.get('norm')}.")
+    method, box = method_plan(noise, params.get("method"), norm, params["box"], data.clip_values)
+    return SimpleNamespace(params=params, device=device, run=run, data=data, x=x, y=y, noise=noise, norm=norm,
+                           method=method, box=box, table_radii=parse_radii(params.get("radii")),
+                           kwargs=certify_kwargs(params, norm, method, box))
 
 
 def make_backend(params: dict[str, Any], run: Run, part: str | None = None):

@@ -26,13 +26,9 @@ def certify_command(ctx, **_):
     from art_smoothing.certificates.norms import norm_name
     from art_smoothing.plotting import Curve, plot_accuracy_curves, radius_grid
 
-    params, device, run = build.setup(ctx, "certify")
-    data, x, y = build.load_data(params)
-    (noise,) = build.build_noises(params, data, multiple=False)
-    norm = build.norm_of(params.get("norm"), noise)
-    method, box = build.method_plan(noise, params.get("method"), norm, params["box"], data.clip_values)
-    table_radii = build.parse_radii(params.get("radii"))
-    kwargs = build.certify_kwargs(params, norm, method, box)
+    req = build.single_noise_request(ctx, "certify")
+    params, device, run, data, x, y = req.params, req.device, req.run, req.data, req.x, req.y
+    noise, norm, method, table_radii, kwargs = req.noise, req.norm, req.method, req.table_radii, req.kwargs
     backend = build.make_backend(params, run)
     classifier, info = build.get_classifier(params, data, noise, device, run)
     smoothed = build.make_smoothed(classifier, noise, params)

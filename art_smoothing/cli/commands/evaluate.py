@@ -58,15 +58,10 @@ def evaluate_command(ctx, **_):
     from art_smoothing.evaluation import evaluate
     from art_smoothing.plotting import Curve, plot_accuracy_curves, plot_radius_scatter, radius_grid
 
-    params, device, run = build.setup(ctx, "evaluate")
-    data, x, y = build.load_data(params)
-    (noise,) = build.build_noises(params, data, multiple=False)
-    norm = build.norm_of(params.get("norm"), noise)
-    if norm not in (1.0, 2.0, math.inf):
-        raise CLIError(f"evaluate attacks in l1, l2 or linf only; got --norm {params.get('norm')}.")
-    method, box = build.method_plan(noise, params.get("method"), norm, params["box"], data.clip_values)
-    table_radii = build.parse_radii(params.get("radii"))
-    cert_kwargs = build.certify_kwargs(params, norm, method, box)
+    req = build.single_noise_request(ctx, "evaluate", norms=(1.0, 2.0, math.inf))  # the attacks' norms
+    params, device, run, data, x, y = req.params, req.device, req.run, req.data, req.x, req.y
+    noise, norm, method, box, table_radii, cert_kwargs = (req.noise, req.norm, req.method, req.box,
+                                                          req.table_radii, req.kwargs)
     cert_kwargs.pop("norm")
     cert_kwargs.pop("n0")
     backend = build.make_backend(params, run)  # chunks of inputs: certify AND attack, here or on Ray workers
