@@ -134,6 +134,30 @@ def test_interrupted_run_resumes_byte_identical(run, stopper, tmp_path, command)
     assert str(tmp_path / "cut") in resumed.stdout.splitlines()[-1]
 
 
+def test_resume_without_chunk_size_keeps_the_runs_own(run, stopper, tmp_path):
+    """An evaluation saved in chunks of 2 (not the default 32), interrupted, and resumed by a command without
+    --chunk-size (as a run started with another default prints it) continues in chunks of 2: the same CSV as
+    an uninterrupted run, and the summary records the size used."""
+    module, weights = stopper
+    args = ["evaluate", *TINY_RUN, "--model", "art_stop_nets:make", "--weights", weights]
+    module.calls, module.stop_at = 0, None
+    ok(run(*args, "--chunk-size", "2", "--out", tmp_path / "whole"))
+    total_passes = module.calls
+    module.calls, module.stop_at = 0, total_passes * 2 // 3
+    stopped = run(*args, "--chunk-size", "2", "--out", tmp_path / "cut")
+    module.stop_at = None
+    assert stopped.exit_code == 130, stopped.output
+    words = resume_args(stopped_line(stopped)[0])
+    at = words.index("--chunk-size")
+    ok(run(*(words[:at] + words[at + 2:])))
+    assert (tmp_path / "cut" / "evaluate.csv").read_bytes() == (tmp_path / "whole" / "evaluate.csv").read_bytes()
+    assert read_json(tmp_path / "cut" / "summary.json")["chunk_size_used"] == [2]
+    # a new evaluation without --chunk-size uses the evaluation's default, recorded beside the options
+    ok(run(*args, "--out", tmp_path / "fresh"))
+    summary = read_json(tmp_path / "fresh" / "summary.json")
+    assert summary["params"]["chunk_size"] is None and summary["chunk_size_used"] == [32]
+
+
 def test_crashed_run_resumes_with_its_own_options_only(run, stopper, tmp_path):
     """A crash mid-run (the model raises) ends like Ctrl-C but with exit code 1 and the error named; --resume
     with other options, into a folder without an interrupted run, or of another command is refused."""

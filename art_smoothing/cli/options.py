@@ -13,7 +13,7 @@ from collections.abc import Callable
 import click
 
 from art_smoothing import registry
-from art_smoothing.distributed import DEFAULT_LOCAL_CHUNK_SIZE
+from art_smoothing.distributed import DEFAULT_LOCAL_CHUNK_SIZE, DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE
 
 __all__ = [
     "CONTEXT_PARAMS",
@@ -189,9 +189,9 @@ def run_options() -> list[Callable]:
     ]
 
 
-def folder_options(resumable: bool, chunk_size: int = DEFAULT_LOCAL_CHUNK_SIZE) -> list[Callable]:
+def folder_options(resumable: bool) -> list[Callable]:
     """``--overwrite``; for the commands that save per-input results as they go, ``--resume`` and
-    ``--chunk-size`` (default ``chunk_size``) too."""
+    ``--chunk-size`` too (default: the backend's, which on ``--resume`` is the run's own)."""
     opts = [click.option("--overwrite", is_flag=True, default=False,
                          help="Replace the run in a non-empty --out (only files art-smoothing writes are removed).")]
     if resumable:
@@ -199,10 +199,11 @@ def folder_options(resumable: bool, chunk_size: int = DEFAULT_LOCAL_CHUNK_SIZE) 
             click.option("--resume", is_flag=True, default=False,
                          help="Continue the interrupted run in --out DIR, with its options: saved inputs are not "
                               "computed again and the results equal an uninterrupted run's."),
-            click.option("--chunk-size", "chunk_size", type=click.IntRange(min=1), default=chunk_size,
-                         show_default=True,
+            click.option("--chunk-size", "chunk_size", type=click.IntRange(min=1), default=None,
                          help="Inputs saved together as the run goes (Ctrl-C loses at most one chunk); evaluate's "
-                              "attack batches the inputs of a chunk."),
+                              f"attack batches the inputs of a chunk. Default: {DEFAULT_LOCAL_CHUNK_SIZE} (evaluate: "
+                              f"{DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE}; Ray: about four chunks per worker); --resume "
+                              "keeps the run's own."),
         ]
     return opts
 

@@ -166,6 +166,8 @@ class Run:
                            f"it with art-smoothing {record.get('command')} ... --resume.")
         old, new = record.get("params", {}), self._params_record()
         for key in sorted((set(old) | set(new)) - RESUME_FREE):
+            if key == "chunk_size" and None in (old.get(key), new.get(key)):
+                continue  # a default: the stored results keep their own size (the store refuses a different one)
             if old.get(key) != new.get(key):
                 flag = self.flags.get(key, "--" + key.replace("_", "-"))
                 raise CLIError(f"--resume: the run in {self.out!r} has {flag} {_shown(old.get(key))}, this command "
@@ -342,6 +344,7 @@ class Run:
             **sections,
             "timings": self.timings,
             "files": sorted(set(self.files + [SUMMARY_NAME])),
+            "chunk_size_used": sorted({b.used_chunk_size for b in self.backends if b.used_chunk_size}),
         }
         self.summary = _jsonable(doc)
         path = self.path(SUMMARY_NAME)

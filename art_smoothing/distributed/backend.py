@@ -125,7 +125,7 @@ class RayBackend(ChunkedBackend):
             raise ValueError(f"init_kwargs must be a dict, got {self.init_kwargs!r}.")  # noqa: TRY004
 
     # ------------------------------------------------------------------ chunks on Ray actors
-    def default_chunk_size(self, n_inputs: int) -> int:
+    def default_chunk_size(self, n_inputs: int, task: str = "certify") -> int:
         """About four chunks per worker, at most 64 inputs (starts or joins Ray to count the workers)."""
         ray = _import_ray()
         self._ensure_ray(ray)

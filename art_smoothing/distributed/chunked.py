@@ -109,15 +109,17 @@ class ChunkedBackend:
     """The ``backend=`` protocol (:class:`art_smoothing.engine.backends.Backend`) over chunks of inputs with
     resumable per-input results. A subclass has the attributes ``chunk_size`` (``None``: the run's stored
     size, else :meth:`default_chunk_size`), ``output_dir`` (``None``: nothing stored) and ``progress``, and
-    runs the chunks in :meth:`run_chunks`."""
+    runs the chunks in :meth:`run_chunks`. ``used_chunk_size`` is the size the latest call used."""
 
     chunk_size: int | None
     output_dir: str | os.PathLike | None
     progress: bool
+    used_chunk_size: int | None = None
 
     # ------------------------------------------------------------------ what a subclass provides
-    def default_chunk_size(self, n_inputs: int) -> int:
-        """Inputs per chunk of a new run of ``n_inputs`` inputs when ``chunk_size`` is None."""
+    def default_chunk_size(self, n_inputs: int, task: str = "certify") -> int:
+        """Inputs per chunk of a new run of ``n_inputs`` inputs of ``task`` (``"certify"`` or ``"evaluate"``) when
+        ``chunk_size`` is None."""
         raise NotImplementedError
 
     def run_chunks(self, job: ChunkJob, chunks: list[np.ndarray], collect) -> None:
@@ -209,9 +211,11 @@ class ChunkedBackend:
         the task's results depend on the chunking, so the chunk size is fingerprinted and chunks stored in part
         are dropped."""
         seed = smoothed.call_seed()
-        size = self.chunk_size or stored_chunk_size(self.output_dir, task) or self.default_chunk_size(n_inputs)
+        size = (self.chunk_size or stored_chunk_size(self.output_dir, task)
+                or self.default_chunk_size(n_inputs, task))
         if chunked_results:
             fingerprint = {**fingerprint, "chunk_size": size}
+        self.used_chunk_size = size
         self._saved = [0, n_inputs]
         if self.output_dir is None:
             return seed, None, {}, size

@@ -17,12 +17,6 @@ from art_smoothing.cli.errors import CLIError
 
 __all__ = ["evaluate_command"]
 
-#: evaluate's default ``--chunk-size``: the attack batches a chunk's inputs, and chunks of 8 made a default
-#: evaluation of 64 inputs 14 % slower than one chunk; 32 is within 3 % of it. (The CSV was identical for 8, 32
-#: and 64 there; in general the attack's radii may differ in the last bits between chunk sizes, so the size is
-#: part of a run: distributed/chunked.py.)
-EVALUATE_CHUNK_SIZE = 32
-
 #: keys of the evaluation summary repeated in the run summary's ``results``
 _RESULT_KEYS = ("clean_accuracy", "abstentions", "median_ratio", "mean_ratio", "ratio_count", "no_flip_found",
                 "violations", "violations_expected_max")
@@ -50,7 +44,7 @@ def _attack_params(params: dict[str, Any]) -> dict[str, Any]:
 @options.apply_options(options.data_options(default_limit=50) + options.noise_options(multiple=False)
                        + options.certificate_options(False, 1000) + options.attack_options()
                        + options.model_options() + options.run_options()
-                       + options.folder_options(resumable=True, chunk_size=EVALUATE_CHUNK_SIZE))
+                       + options.folder_options(resumable=True))
 @click.pass_context
 def evaluate_command(ctx, **_):
     """Attack vs certificate: certified and empirical radius per input, summary, violations, plots."""
