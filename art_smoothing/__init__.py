@@ -8,7 +8,7 @@ from art_smoothing.distributed import RayBackend  # registers backend="ray" (Ray
 from art_smoothing.estimator import CertificationResult, NumpySmoothedClassifier, SmoothedClassifier
 from art_smoothing.evaluation import evaluate
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["SmoothedClassifier", "NumpySmoothedClassifier", "CertificationResult", "RayBackend", "evaluate",
            "__version__"]

@@ -145,7 +145,15 @@ class CertifyPlan:
                 "n": self.n, "n0": self.n0, "batch_size": self.batch_size, "alpha": self.alpha, "box": self.box,
                 "clip_values": None if self.clip_values is None else list(self.clip_values),
                 "deterministic": self.deterministic, "sequential": self.sequential,
-                "radii": None if self.radii is None else list(self.radii), "randomized": self.randomized}
+                "radii": None if self.radii is None else list(self.radii), "randomized": self.randomized,
+                **self._schedule_record()}
+
+    def _schedule_record(self) -> dict[str, Any]:
+        """A sequential plan's looks and the α of its final look (a resumed run must use the same schedule)."""
+        if not self.sequential:
+            return {}
+        schedule = self.schedule()
+        return {"looks": list(schedule.looks), "final_alpha": schedule.final_alpha}
 
     def schedule(self) -> LookSchedule:
         """The looks of a sequential run and the α each spends (:meth:`LookSchedule.geometric` with the α left
