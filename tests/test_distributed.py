@@ -257,7 +257,7 @@ def test_ray_matches_single_process_bit_for_bit(ray_local, setup, references, wo
 
 def test_sequential_certify_on_ray_matches_single_process(ray_local, setup):
     """sequential=True through the Ray backend: same decisions, draws used, bounds and radii as one process
-    (looks at 64, 128, 256 and the budget 600; chunks of 5 over 2 workers)."""
+    (looks at 32, 48, 72, 108, 162, 243, 365 and the budget 600; chunks of 5 over 2 workers)."""
     x = setup[2]
     sm = SmoothedClassifier(setup[1], UniformNoise(0.5), sample_size=N0, seed=3)
     kwargs = {"sequential": True, "radius": [0.1, 0.4], "form": "multiclass", "norm": 1, "batch_size": BATCH}

@@ -126,7 +126,7 @@ def test_every_noise_form_and_box(trained, digits, noise, kwargs):
     assert seq.box == fixed.box and seq.form == fixed.form
     certified = (seq.prediction[:, None] >= 0) & (seq.radius[:, None] >= np.array([0.05, 0.2]))
     np.testing.assert_array_equal(certified, seq.decisions == 1)
-    # the final look spends half of alpha: an input that ran to the budget reports at most fixed-n's bound
+    # the final look spends 95 % of alpha: an input that ran to the budget reports at most fixed-n's bound
     ran = seq.n_used == 2000
     assert np.all(seq.p_a_lower[ran] <= fixed.p_a_lower[ran] + 1e-12)
 

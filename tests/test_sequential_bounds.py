@@ -441,7 +441,7 @@ def test_futility_never_stops_an_input_that_could_still_be_certified(form):
 def test_all_agreeing_votes_certify_early():
     """Gaussian σ = 0.25, α = 0.001, budget 10 000: with every vote for c_A the bound at look t is
     α_j^(1/t), α_j = 0.00005/14, which passes Φ(1) = 0.841 (R = 0.25) at t ≥ 72.6 and Φ(2) = 0.977 (R = 0.5)
-    at t ≥ 545.1: certified at the looks 108 and 548, against the fixed 10 000 draws of CERTIFY."""
+    at t ≥ 545.0: certified at the looks 108 and 548, against the fixed 10 000 draws of CERTIFY."""
     from art_smoothing.certificates.sequential import LookSchedule
     from art_smoothing.noise import GaussianNoise
 

@@ -5,7 +5,7 @@ certified at a modest radius after a few hundred and a hopeless one is clear aft
 selection stage is unchanged (n0 draws pick c_A); the estimation votes are then looked at after
 t_1 < t_2 < … < t_K = n draws (the budget), and an input stops at the first look where every requested
 radius is certified, refuted or futile (:func:`art_smoothing.certificates.sequential.sequential_decision`).
-The bounds hold at all looks simultaneously (a union bound over the fixed looks, with half of α kept for
+The bounds hold at all looks simultaneously (a union bound over the fixed looks, with 95 % of α kept for
 the look at the budget), so the reported radius over-claims with probability ≤ α whatever the stopping
 time — the statistics, measured over-claim rates and the cost at the budget are in ``docs/sequential.md``.
 
