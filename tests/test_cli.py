@@ -498,3 +498,22 @@ def test_certify_and_evaluate_sequential(run, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "ev" / "evaluate.csv")))
     assert len(rows) == 3 and all(1 <= int(r["n_used"]) <= 600 for r in rows)
     assert "sequential:" in result.stdout
+
+
+def test_compare_sequential_decides_in_one_norm(run, tmp_path):
+    """compare --sequential stops an input once the grid is decided in the norm it is asked in, so other norms
+    would come from those few draws: two norms (given, or the noises' own l1 and l2) are refused; one norm
+    writes n_used per input and prints the draws of each noise."""
+    import csv
+
+    noises = ["--noise", "gaussian:sigma=0.25", "--noise", "laplace:scale=0.2"]
+    for norms in (["--norm", "2", "--norm", "1"], []):
+        refused = run("compare", *TINY, *noises, *norms, "--sequential", "--radii", "0.1", "--out",
+                      tmp_path / "two")
+        assert refused.exit_code == 2 and "one --norm" in refused.stderr, refused.stderr
+    result = run("compare", *TINY, *noises, "--norm", "1", "--n", "600", "--sequential", "--radii", "0.1,0.3",
+                 "--out", tmp_path / "one")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "one" / "compare.csv")))
+    assert len(rows) == 12 and all(1 <= int(r["n_used"]) <= 600 for r in rows)
+    assert sum("sequential:" in line for line in result.stdout.splitlines()) == 2

@@ -125,8 +125,8 @@ def certificate_options(multiple: bool, default_n: int) -> list[Callable]:
         click.option("--sequential", is_flag=True, default=False,
                      help="Anytime-valid sequential CERTIFY: decide the --radii grid per input, stopping as soon as "
                           "each radius is certified or out of reach; --n is then the budget (same guarantee, most "
-                          "inputs need far fewer draws)" + (". The grid is in the first --norm; other norms and "
-                                                            "methods come from the same bounds." if multiple else ".")),
+                          "inputs need far fewer draws)" + ("; one --norm only (the grid's), all methods from the "
+                                                            "same bounds." if multiple else ".")),
         click.option("--randomized", is_flag=True, default=False,
                      help="Randomized Clopper-Pearson bounds (fixed-n only): never below the plain ones; the radius "
                           "then also depends on a seeded auxiliary uniform."),

@@ -83,6 +83,11 @@ def compare_command(ctx, **_):
     noises = build.build_noises(params, data, multiple=True)
     norms = [parse_norm(v) for v in params.get("norm") or ()] or sorted({float(n.norm) for n in noises})
     norms = list(dict.fromkeys(norms))
+    if params.get("sequential") and len(norms) > 1:
+        # an input stops once the grid is decided in the norm it was asked in; its radius in another norm would
+        # come from those few draws and look far worse than fixed-n's
+        raise CLIError(f"--sequential decides the --radii grid in one norm, and this compare has "
+                       f"{', '.join(norm_name(p) for p in norms)}: pass one --norm (one compare per norm).")
     methods = list(params.get("method") or ()) or [None]
     table_radii = build.parse_radii(params.get("radii"))
     plan = _plan(noises, methods, norms[0], params, data.clip_values)
@@ -118,11 +123,15 @@ def compare_command(ctx, **_):
                              "methods": [m or "best" for m in wanted],
                              "abstentions": int(np.sum(result.abstained)),
                              "clean_accuracy": float(np.mean(result.prediction == y))})
+            draws = report.draws_section(result.n_used, params["n"])
+            if draws is not None:
+                sections[-1]["draws"] = draws
             views += _views(result, noise, wanted, norms, methods, params, x, data.clip_values)
         run.write_csv("compare.csv", [
             {"curve": v.curve, "noise": v.noise, "method": v.method or "best", "norm": norm_name(v.norm),
              "index": k, "label": int(y[k]), "prediction": int(v.result.prediction[k]),
-             "correct": bool(v.result.prediction[k] == y[k]), "radius": float(v.result.radius[k])}
+             "correct": bool(v.result.prediction[k] == y[k]), "radius": float(v.result.radius[k]),
+             **({} if v.result.n_used is None else {"n_used": int(v.result.n_used[k])})}
             for v in views for k in range(len(x))])
         grids = {p: radius_grid(*[v.result.radius for v in views if v.norm == p]) for p in norms}
         curves = [(v, v.result.certified_accuracy(y, grids[v.norm])) for v in views]
@@ -155,5 +164,8 @@ def compare_command(ctx, **_):
         click.echo("")
         headers = [f"certified accuracy at {norm_name(p)} radius"] + [f"{r:g}" for r in radii_by_norm[p]]
         click.echo(report.format_table(headers, table[p]))
+    for section in sections:
+        if "draws" in section:
+            click.echo(f"{section['noise']['name']}: {report.draws_line(section['draws'])}")
     click.echo(run.footer())
     return run
