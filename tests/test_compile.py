@@ -199,12 +199,80 @@ def test_fallback_when_compilation_fails(run, monkeypatch):
     assert messages == [("compile: torch.compile of the base classifier failed (Unsupported: this backend cannot "
                          "compile the model); running it eagerly.")]
     assert not est.compiling and est.compile is True
+    assert est.compile_failure == "Unsupported: this backend cannot compile the model"
     eager = run.eager.certify_detailed(run.x, N, batch_size=BATCH)
     assert_votes_match(result.counts, eager.counts, tie_counts(run.eager, run.x, Stage.ESTIMATE, N))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: the estimator stays eager
         again = est.certify_detailed(run.x, N, batch_size=BATCH)
     assert np.array_equal(again.counts, eager.counts)
+
+
+class ViewNet(torch.nn.Module):
+    """The common pattern ``conv → .view(N, -1)``: a channels_last activation cannot be viewed flat."""
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+        self.linear = torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.linear(h.view(h.size(0), -1))
+
+
+def test_a_model_that_cannot_take_channels_last_compiles_in_its_own_layout():
+    torch.manual_seed(0)
+    clf = make_classifier(ViewNet(), (3, 8, 8), 10)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(RuntimeError, match="view"):  # the eager model itself refuses channels_last batches
+        clf.model(torch.as_tensor(x).contiguous(memory_format=torch.channels_last))
+    est = SmoothedClassifier(clf, GaussianNoise(0.5), sample_size=N0, seed=SEED, compile=True)
+    before = graphs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback warning: it compiles
+        result = est.certify_detailed(x, N, batch_size=BATCH)
+    assert graphs() > before and est.compile_failure is None
+    eager = SmoothedClassifier(clf, GaussianNoise(0.5), sample_size=N0, seed=SEED, compile=False)
+    assert_votes_match(result.counts, eager.certify_detailed(x, N, batch_size=BATCH).counts,
+                       tie_counts(eager, x, Stage.ESTIMATE, N))
+
+
+def test_inputs_with_channels_last_like_strides_reach_the_model_in_c_order():
+    """(N, 8, 8, 1) images moved to (N, 1, 8, 8): NumPy calls them C-contiguous, torch's convolution would see
+    channels_last strides and the model's ``.view`` would fail; the estimator hands the model C-order batches."""
+    torch.manual_seed(0)
+    clf = make_classifier(ViewNet(channels=1), (1, 8, 8), 10)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype(np.float32).transpose(0, 3, 1, 2)
+    assert x.flags["C_CONTIGUOUS"] and x.strides[1] == 4  # the size-1 axis carries the element stride
+    with pytest.raises(RuntimeError, match="view"):
+        clf.model(torch.as_tensor(x))
+    est = SmoothedClassifier(clf, GaussianNoise(0.5), sample_size=N0, seed=SEED, compile=False)
+    result = est.certify_detailed(x, N, batch_size=BATCH)
+    assert result.counts.sum() == 3 * N
+    canonical = np.array(x.tolist(), dtype=np.float32)  # built anew: C-order strides on every axis
+    assert canonical.strides[1] == 256
+    assert np.array_equal(est.predict(x, batch_size=BATCH), est.predict(canonical, batch_size=BATCH))
+
+
+def test_cli_reports_a_compile_fallback(monkeypatch, tmp_path):
+    """The CLI silences Python warnings: a fallback to eager is a WARNING line above the footer and
+    ``compile_fallback`` in the summary."""
+    def broken_compile(fn, **kwargs):
+        def call(*args, **kw):
+            raise RuntimeError("no compiler here")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    tiny = ["--limit", "2", "--n", "40", "--n0", "10", "--epochs", "1", "--train-limit", "100", "--seed", "2",
+            "--quiet", "--compile"]
+    result = CliRunner().invoke(cli, ["certify", *tiny, "--out", str(tmp_path / "out")],
+                                env={"ART_SMOOTHING_CACHE": str(tmp_path / "cache")}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "WARNING: --compile: torch.compile of the model failed (RuntimeError: no compiler here)" in result.stdout
+    with open(tmp_path / "out" / "summary.json", encoding="utf-8") as fh:
+        summary = json.load(fh)
+    assert summary["compile_fallback"] == ["RuntimeError: no compiler here"] and summary["params"]["compile"] is True
 
 
 #: run in a fresh process: no C++ compiler (CXX), an empty kernel cache, compile=True PREDICT vs eager PREDICT

@@ -85,6 +85,7 @@ class Run:
         self.device = None
         self.resume_command: str | None = None
         self.backends: list = []
+        self.estimators: list = []
         self.warnings: list[str] = []
         self.completed = False
         self._written: list[str] = []
@@ -229,6 +230,12 @@ class Run:
         self.backends.append(backend)
         return backend
 
+    def track_estimator(self, estimator):
+        """Remember a smoothed classifier of the run: a compiled forward pass that fell back to eager is reported
+        in the summary (``compile_fallback``) and warned about above the footer; returns it."""
+        self.estimators.append(estimator)
+        return estimator
+
     def warn(self, message: str) -> None:
         """A warning on stderr now, repeated above the footer (what the user sees last)."""
         logger.warning(message)
@@ -330,6 +337,9 @@ class Run:
         """Write ``summary.json`` (last: its presence marks a finished run): the run's parameters, seed, device,
         versions, ``sections`` (data, noise, model, results, ...), timings and files."""
         self.timings["total_seconds"] = round(time.perf_counter() - self.started, 3)
+        fallback = sorted({e.compile_failure for e in self.estimators if getattr(e, "compile_failure", None)})
+        for reason in fallback:
+            self.warn(f"--compile: torch.compile of the model failed ({reason}); the model ran eagerly.")
         doc = {
             "command": self.command,
             "argv": _command_line(),
@@ -345,6 +355,7 @@ class Run:
             "timings": self.timings,
             "files": sorted(set(self.files + [SUMMARY_NAME])),
             "chunk_size_used": sorted({b.used_chunk_size for b in self.backends if b.used_chunk_size}),
+            "compile_fallback": fallback or None,
         }
         self.summary = _jsonable(doc)
         path = self.path(SUMMARY_NAME)

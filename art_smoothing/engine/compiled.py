@@ -79,6 +79,10 @@ class CompiledForward:
     def __init__(self):
         self.fn = None
         self.failed = False
+        #: why compiling failed (one line), None while it works
+        self.reason: str | None = None
+        #: channels_last failed for this model (e.g. a ``.view`` of a convolution's output): keep its layout
+        self.plain_layout = False
 
     def __getstate__(self):
         return {}
@@ -103,6 +107,7 @@ class CompiledForward:
         self.failed = True
         text = str(exc).strip()
         reason = type(exc).__name__ + (f": {text.splitlines()[0][:160]}" if text else "")
+        self.reason = reason
         if type(exc).__name__ not in self.warned:
             self.warned.add(type(exc).__name__)
             warnings.warn(f"compile: torch.compile of the base classifier failed ({reason}); running it eagerly.",
@@ -148,6 +153,12 @@ class CompileMixin:
         return self.compile_in_effect is True and not self._compiled.failed
 
     @property
+    def compile_failure(self) -> str | None:
+        """Why ``torch.compile`` of this estimator's forward pass failed (one line; the passes then ran eagerly),
+        or None."""
+        return self._compiled.reason
+
+    @property
     def static_shapes(self) -> bool:
         """The engine pads passes to fixed sizes while the forward pass is compiled."""
         return self.compiling
@@ -179,10 +190,14 @@ class CompileMixin:
         x_in, mean, std = self._compiled_inputs(x)
         # canonical strides (size-1 dims included: dynamo guards on them), without a copy for contiguous batches
         x_in = x_in.contiguous().view(-1).view(x_in.shape)
+        layout = None if self._compiled.plain_layout else memory_format(self._device, x_in.ndim)
         try:
             with torch.no_grad():
-                out = self._compiled.build()(self.model, x_in, mean, std, memory_format(self._device, x_in.ndim))
+                out = self._compiled.build()(self.model, x_in, mean, std, layout)
         except Exception as exc:  # noqa: BLE001 - any failure of torch.compile falls back to the eager pass
+            if layout is not None:  # a model that cannot take channels_last batches: compile it in its own layout
+                self._compiled.plain_layout = True
+                return self._compiled_logits(x)
             self._compiled.fail(exc)
             return self.model_logits(self.preprocess(x)[0])
         self.check_output_width(out.shape)

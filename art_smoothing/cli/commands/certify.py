@@ -31,7 +31,7 @@ def certify_command(ctx, **_):
     noise, norm, method, table_radii, kwargs = req.noise, req.norm, req.method, req.table_radii, req.kwargs
     backend = build.make_backend(params, run)
     classifier, info = build.get_classifier(params, data, noise, device, run)
-    smoothed = build.make_smoothed(classifier, noise, params)
+    smoothed = run.track_estimator(build.make_smoothed(classifier, noise, params))
     report.say(params, f"certifying {len(x)} inputs on {device} (n0={params['n0']}, n={params['n']} draws "
                        "each)")
     with run.resumable(len(x)):

@@ -111,7 +111,7 @@ def compare_command(ctx, **_):
             else:
                 classifier, info = build.get_classifier(params, data, noise, device, run,
                                                         label=report.describe_noise(noise))
-            smoothed = build.make_smoothed(classifier, noise, params)
+            smoothed = run.track_estimator(build.make_smoothed(classifier, noise, params))
             any_box = any(build.method_plan(noise, m, norms[0], params["box"], data.clip_values)[1]
                           for m in wanted)
             kwargs = build.certify_kwargs(params, norms[0], None, any_box)
