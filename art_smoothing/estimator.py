@@ -447,7 +447,11 @@ class NumpySmoothedClassifier(_SmoothingParams, RandomizedSmoothingMixin, Classi
         "noise", "scale", "sample_size", "alpha", "seed"]
 
     def __init__(self, classifier, noise: Noise, sample_size: int = 100, alpha: float = 0.001,
-                 seed: int | None = None, verbose: bool = False, **kwargs):
+                 seed: int | None = None, verbose: bool = False, eot_samples: int = 32, compile: bool | str = "auto"):
+        # eot_samples and compile are SmoothedClassifier's: accepted (and checked) so that code written for a
+        # PyTorch base runs unchanged, without effect here (no gradients, no torch model to compile)
+        check_int("eot_samples", eot_samples, 1)
+        check_compile(compile)
         if not isinstance(classifier, ClassifierMixin):
             raise ValueError(f"classifier must be an ART classifier (ClassifierMixin), got {type(classifier).__name__}.")
         if classifier.input_shape is None:

@@ -323,6 +323,13 @@ def test_numpy_classifiers_are_unaffected(digits):
     assert isinstance(sm, NumpySmoothedClassifier)
     pred, _ = sm.certify(x[:3], n=100, batch_size=50)
     assert pred.shape == (3,) and graphs() == before
+    # the PyTorch estimator's keywords are checked here too, and a misspelt one is not swallowed
+    with pytest.raises(ValueError, match="compile must be"):
+        SmoothedClassifier(clf, GaussianNoise(0.25), compile="bogus")
+    with pytest.raises(ValueError, match="eot_samples"):
+        SmoothedClassifier(clf, GaussianNoise(0.25), eot_samples=-5)
+    with pytest.raises(TypeError, match="sampel_size"):
+        SmoothedClassifier(clf, GaussianNoise(0.25), sampel_size=5)
 
 
 def test_cli_option_reaches_the_classifier(run):
