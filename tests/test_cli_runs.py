@@ -158,6 +158,31 @@ def test_resume_without_chunk_size_keeps_the_runs_own(run, stopper, tmp_path):
     assert summary["params"]["chunk_size"] is None and summary["chunk_size_used"] == [32]
 
 
+def test_overwrite_stopped_before_saving_keeps_the_old_run(run, stopper, tmp_path):
+    """--overwrite replaces a finished run only once the new one has saved something: stopped before any
+    input is saved, the old run is back as it was; stopped later, the new run's saved inputs own the folder."""
+    module, weights = stopper
+    args = ["certify", *TINY_RUN, "--model", "art_stop_nets:make", "--weights", weights, "--chunk-size", "2"]
+    out = tmp_path / "out"
+    module.calls, module.stop_at = 0, None
+    ok(run(*args, "--out", out))
+    total_passes = module.calls
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "summary.json" in before and "certify.csv" in before
+    module.calls, module.stop_at = 0, 2  # the first certification pass (after the output check): nothing saved
+    stopped = run(*args, "--out", out, "--overwrite")
+    assert stopped.exit_code == 130 and "before any input was saved" in stopped.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert not (out / ".replaced").exists()
+    module.calls, module.stop_at = 0, total_passes * 2 // 3  # some chunks saved: the new run owns the folder
+    stopped = run(*args, "--out", out, "--overwrite")
+    module.stop_at = None
+    assert stopped.exit_code == 130 and stopped_line(stopped)[1] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["progress"]
+    ok(run(*resume_args(stopped_line(stopped)[0])))
+    assert (out / "certify.csv").read_bytes() == before["certify.csv"]
+
+
 def test_crashed_run_resumes_with_its_own_options_only(run, stopper, tmp_path):
     """A crash mid-run (the model raises) ends like Ctrl-C but with exit code 1 and the error named; --resume
     with other options, into a folder without an interrupted run, or of another command is refused."""

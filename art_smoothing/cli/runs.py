@@ -58,8 +58,13 @@ OUTPUT_NAMES = ("summary.json", PROGRESS_DIR, "certify.csv", "evaluate.csv", "co
 RESUME_FREE = frozenset({"out", "quiet", "resume", "overwrite", "backend", "workers", "ray_address", "device"})
 
 
+#: where ``--overwrite`` keeps the replaced run until the new one has saved something (or finished)
+REPLACED_DIR = ".replaced"
+
+
 def _is_output(name: str) -> bool:
-    return name.startswith(".tmp-") or any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_NAMES)
+    return (name.startswith(".tmp-") or name == REPLACED_DIR
+            or any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_NAMES))
 
 
 class Run:
@@ -185,13 +190,14 @@ class Run:
         if self._lock is None:
             return
         try:
+            saved = sum(b.saved()[0] for b in self.backends)
             if not self.completed:
                 for path in self._written:
                     with contextlib.suppress(OSError):
                         os.remove(path)
-                if self._wrote_progress and not self.params.get("resume") and not sum(
-                        b.saved()[0] for b in self.backends):
+                if self._wrote_progress and not self.params.get("resume") and not saved:
                     shutil.rmtree(self.progress_dir(), ignore_errors=True)
+            self._settle_replaced(restore=not self.completed and not saved)
         finally:
             self._lock.release()
             self._lock = None
@@ -204,14 +210,26 @@ class Run:
                 os.rmdir(self.out)  # only when empty
 
     def _start_writing(self) -> None:
-        """Clear what ``--overwrite`` replaces (once, when the run first writes)."""
+        """Set aside what ``--overwrite`` replaces (once, when the run first writes) in :data:`REPLACED_DIR`:
+        removed when the run finishes or has saved per-input results, put back when it stops with nothing."""
+        held = os.path.join(self.out, REPLACED_DIR)
         for name in self._to_clear:
-            path = os.path.join(self.out, name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+            if name == REPLACED_DIR:  # left by a run that could not clean up: what it held is older still
+                shutil.rmtree(held)
+                continue
+            os.makedirs(held, exist_ok=True)
+            os.replace(os.path.join(self.out, name), os.path.join(held, name))
         self._to_clear = []
+
+    def _settle_replaced(self, restore: bool) -> None:
+        held = os.path.join(self.out, REPLACED_DIR)
+        if not os.path.isdir(held):
+            return
+        if restore:
+            for name in os.listdir(held):
+                with contextlib.suppress(OSError):
+                    os.replace(os.path.join(held, name), os.path.join(self.out, name))
+        shutil.rmtree(held, ignore_errors=True)
 
     def path(self, name: str) -> str:
         """Path of the output ``name`` in the run's folder (one of :data:`OUTPUT_NAMES`)."""
