@@ -490,6 +490,9 @@ def test_certify_and_evaluate_sequential(run, tmp_path):
     draws = json.loads((out / "summary.json").read_text())["results"]["draws"]
     assert draws["fixed_n_total"] == 600 * len(rows) and draws["n_used_total"] == sum(int(r["n_used"]) for r in rows)
     assert "sequential:" in result.stdout and "fixed-n" in result.stdout
+    close = run("certify", *TINY, "--n", "600", "--sequential", "--radii", "0.1,0.1000001", "--out", tmp_path / "close")
+    assert close.exit_code == 0, close.stderr  # radii equal to 6 digits still get a column each
+    assert {"decision@0.1", "decision@0.1000001"} <= set(next(csv.DictReader(open(tmp_path / "close" / "certify.csv"))))
     no_radii = run("certify", *TINY, "--sequential", "--out", tmp_path / "none")
     assert no_radii.exit_code == 2 and "--radii" in no_radii.stderr
     result = run("evaluate", *TINY, "--limit", "3", "--search-steps", "1", "--attack-steps", "2", "--eot-samples",

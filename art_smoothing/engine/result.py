@@ -34,6 +34,12 @@ def accuracy_at_radii(correct, radius, radii, *, strict: bool = False) -> np.nda
     return np.mean(correct[None, :] & above, axis=1)
 
 
+def _radius_name(r) -> str:
+    """A radius as a column name: short (0.25) but never the same for two different radii (0.2500001)."""
+    short = f"{float(r):g}"
+    return short if float(short) == float(r) else repr(float(r))
+
+
 @dataclass
 class CertificationResult:
     """Per-input outcome of CERTIFY, with everything needed to recompute or audit a radius.
@@ -117,7 +123,7 @@ class CertificationResult:
             for i, rec in enumerate(records):
                 rec["n_used"] = int(self.n_used[i])
                 for g, r in enumerate(self.radii):
-                    rec[f"decision@{float(r):g}"] = DECISIONS[int(self.decisions[i, g])]
+                    rec[f"decision@{_radius_name(r)}"] = DECISIONS[int(self.decisions[i, g])]
         return records
 
     def summary(self) -> dict[str, Any]:
