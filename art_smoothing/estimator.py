@@ -146,6 +146,8 @@ class _SmoothingParams(SmoothingEngine):
         """ART's ``set_params``, all or nothing: when a value is rejected the estimator keeps its old ones."""
         saved = dict(self.__dict__)
         ops = list(getattr(self, "preprocessing_operations", []))
+        if "noise" in kwargs:  # the noise first: ``scale`` then means the new noise's (or is refused by it)
+            kwargs = {"noise": kwargs.pop("noise"), **kwargs}
         try:
             super().set_params(**kwargs)
         except Exception:

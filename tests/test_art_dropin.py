@@ -88,6 +88,14 @@ def test_scale_of_other_noises_names_the_difference(digits_classifier_factory):
         sm.scale = 0.25
     assert sm.noise == LaplaceNoise(0.5)
     sm.scale = sm.scale  # writing the current value back is accepted (ART code does that)
+    # with a new noise in the same call, scale is the new noise's whatever the keyword order
+    g = SmoothedClassifier(digits_classifier_factory(), noise=GaussianNoise(0.25), seed=0)
+    for kwargs in ({"scale": 0.5, "noise": LaplaceNoise(0.3)}, {"noise": LaplaceNoise(0.3), "scale": 0.5}):
+        with pytest.raises(ValueError, match="pass a new noise"):
+            g.set_params(**kwargs)
+        assert g.noise == GaussianNoise(0.25)  # all or nothing
+    g.set_params(scale=0.5, noise=GaussianNoise(0.1))
+    assert g.noise == GaussianNoise(0.5)
 
 
 def test_fit_honours_arts_keywords(digits, caplog):

@@ -120,8 +120,9 @@ class CertifyPlan:
         if sequential + randomized + deterministic > 1:
             chosen = [k for k, v in (("sequential", sequential), ("randomized", randomized),
                                      ("deterministic", deterministic)) if v]
-            raise ValueError(f"{' and '.join(chosen)} cannot be combined: randomized bounds are an option of the "
-                             "fixed-n path, and deterministic certification draws no samples.")
+            why = ("deterministic certification draws no samples, so there is nothing to bound or stop early"
+                   if deterministic else "randomized bounds are an option of the fixed-n path")
+            raise ValueError(f"{' and '.join(chosen)} cannot be combined: {why}; choose one.")
         return cls(noise=noise, dim=int(estimator.input_dim), nb_classes=int(estimator.nb_classes), n=n, n0=n0,
                    batch_size=batch_size, norm=target, method=method, form=form, alpha=float(estimator.alpha),
                    box=use_box, clip_values=clip, deterministic=deterministic,
