@@ -173,6 +173,10 @@ def test_randomized_bounds_are_never_below_the_plain_ones(trained, digits):
     ({"sequential": True, "radius": []}, "empty"),
     ({"sequential": True, "radius": [0.1, float("nan")]}, "NaN"),
     ({"sequential": True, "radius": 0.2, "randomized": True}, "cannot be combined"),
+    ({"sequential": True, "radius": 0.2, "deterministic": True}, "draws no samples"),
+    ({"sequential": True, "radius": "0.5"}, "must be a number"),
+    ({"sequential": True, "radius": True}, "must be a number"),
+    ({"sequential": True, "radius": [[0.1, 0.2]]}, "1-D grid"),
     ({"sequential": "yes", "radius": 0.2}, "sequential must be True or False"),
 ])
 def test_bad_requests_are_value_errors(trained, digits, kwargs, match):

@@ -30,12 +30,12 @@ __all__ = ["check_radius", "required_p_a"]
 def check_radius(radius, name: str = "radius") -> np.ndarray:
     """Radii as a float64 array: non-empty, no NaN, every entry ≥ 0 (``inf`` allowed).
 
-    :raises ValueError: for an empty grid, NaN, negative or non-numeric radii.
+    :raises ValueError: for an empty grid, NaN, negative or non-numeric radii (strings and booleans included).
     """
-    try:
-        arr = np.asarray(radius, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number >= 0 or an array of them, got {radius!r}.") from None
+    raw = np.asarray(radius)
+    if raw.dtype.kind not in "iuf":  # "0.5" or True would convert silently
+        raise ValueError(f"{name} must be a number >= 0 or an array of them, got {radius!r}.")
+    arr = raw.astype(np.float64)
     if arr.size == 0:
         raise ValueError(f"{name} is empty: pass at least one radius (a number >= 0 or a non-empty grid).")
     if np.any(np.isnan(arr)):

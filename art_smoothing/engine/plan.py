@@ -113,7 +113,10 @@ class CertifyPlan:
             if radius is None:
                 raise ValueError("sequential=True decides given radii: pass radius=R (one radius or a list, in the "
                                  "requested norm); n is then the budget of estimation draws per input.")
-            radii = tuple(float(r) for r in check_radius(radius).reshape(-1))
+            grid = check_radius(radius)
+            if grid.ndim > 1:
+                raise ValueError(f"radius must be one radius or a 1-D grid (a list), got shape {grid.shape}.")
+            radii = tuple(float(r) for r in grid.reshape(-1))
         elif radius is not None:
             raise ValueError("radius= is the radius (or grid) a sequential certification decides: pass "
                              "sequential=True with it, or drop it for fixed-n CERTIFY.")
