@@ -158,6 +158,24 @@ def test_resume_without_chunk_size_keeps_the_runs_own(run, stopper, tmp_path):
     assert summary["params"]["chunk_size"] is None and summary["chunk_size_used"] == [32]
 
 
+def test_resume_accepts_the_same_radii_written_differently(run, stopper, tmp_path):
+    module, weights = stopper
+    args = ["certify", *TINY_RUN, "--model", "art_stop_nets:make", "--weights", weights, "--chunk-size", "2",
+            "--sequential", "--n", "200"]
+    module.calls, module.stop_at = 0, None
+    ok(run(*args, "--radii", "0.1,0.3", "--out", tmp_path / "whole"))
+    module.calls, module.stop_at = 0, module.calls * 2 // 3
+    stopped = run(*args, "--radii", "0.1,0.3", "--out", tmp_path / "cut")
+    module.stop_at = None
+    assert stopped.exit_code == 130, stopped.output
+    words = resume_args(stopped_line(stopped)[0])
+    words[words.index("--radii") + 1] = "0.30,0.1"
+    other = run(*args, "--radii", "0.1,0.4", "--out", tmp_path / "cut", "--resume")
+    assert other.exit_code == 2 and "--radii" in other.stderr  # a different grid is refused, named
+    ok(run(*words))
+    assert (tmp_path / "cut" / "certify.csv").read_bytes() == (tmp_path / "whole" / "certify.csv").read_bytes()
+
+
 def test_overwrite_stopped_before_saving_keeps_the_old_run(run, stopper, tmp_path):
     """--overwrite replaces a finished run only once the new one has saved something: stopped before any
     input is saved, the old run is back as it was; stopped later, the new run's saved inputs own the folder."""

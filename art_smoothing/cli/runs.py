@@ -62,6 +62,15 @@ RESUME_FREE = frozenset({"out", "quiet", "resume", "overwrite", "backend", "work
 REPLACED_DIR = ".replaced"
 
 
+def _same_radii(a, b) -> bool:
+    """Whether two ``--radii`` texts name the same set of numbers (False when either does not parse)."""
+    try:
+        return {float(v) for v in str(a).replace(" ", ",").split(",") if v} == {
+            float(v) for v in str(b).replace(" ", ",").split(",") if v} and (a is None) == (b is None)
+    except ValueError:
+        return False
+
+
 def _is_output(name: str) -> bool:
     return (name.startswith(".tmp-") or name == REPLACED_DIR
             or any(fnmatch.fnmatchcase(name, pattern) for pattern in OUTPUT_NAMES))
@@ -174,6 +183,8 @@ class Run:
         for key in sorted((set(old) | set(new)) - RESUME_FREE):
             if key == "chunk_size" and None in (old.get(key), new.get(key)):
                 continue  # a default: the stored results keep their own size (the store refuses a different one)
+            if key == "radii" and _same_radii(old.get(key), new.get(key)):
+                continue  # 0.25,0.5 and 0.5,0.250 are the same grid
             if old.get(key) != new.get(key):
                 flag = self.flags.get(key, "--" + key.replace("_", "-"))
                 raise CLIError(f"--resume: the run in {self.out!r} has {flag} {_shown(old.get(key))}, this command "
