@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 __all__ = [
-    "canonical_array",
     "check_bool",
     "check_clip_values",
     "check_fraction",
@@ -23,16 +22,6 @@ __all__ = [
     "check_positive_array",
     "labels_as_indices",
 ]
-
-
-def canonical_array(x: np.ndarray) -> np.ndarray:
-    """``x`` with C-order strides on every axis, size-1 axes included (a view when ``x`` is C-contiguous).
-
-    NumPy calls an (N, 1, H, W) array C-contiguous whatever the stride of its size-1 axis, but torch reads the
-    strides: images stored as (N, H, W, 1) and moved to (N, 1, H, W) look channels_last to a convolution, whose
-    output is then channels_last and refuses ``.view(N, -1)`` in the user's model."""
-    x = np.ascontiguousarray(x)
-    return x.reshape(-1).reshape(x.shape)
 
 
 def check_int(name: str, value, minimum: int = 1, *, allow_none: bool = False) -> int | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from art_smoothing.checks import canonical_array, check_int
+from art_smoothing.checks import check_int
 
 __all__ = [
     "Dataset",
@@ -48,9 +48,6 @@ class Dataset:
     nb_classes: int
     clip_values: tuple[float, float] = (0.0, 1.0)
     classes: list[str] | None = None
-
-    def __post_init__(self):
-        self.x_train, self.x_test = canonical_array(self.x_train), canonical_array(self.x_test)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

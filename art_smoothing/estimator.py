@@ -343,8 +343,23 @@ class SmoothedClassifier(CompileMixin, _SmoothingParams, RandomizedSmoothingMixi
         return torch.as_tensor(x_np, device=self._device).to(x.dtype), y_pre
 
     def model_logits(self, x_pre: torch.Tensor) -> torch.Tensor:
-        """The model's outputs on preprocessed inputs (no postprocessing), checked to hold ``nb_classes`` scores."""
-        out = self._model(x_pre)[-1]
+        """The model's outputs on preprocessed inputs (no postprocessing), checked to hold ``nb_classes`` scores.
+
+        Batches keep the strides of the inputs they come from, as ART's ``predict`` does (bit-equal logits). Images
+        stored as (N, H, W, 1) and moved to (N, 1, H, W) — scikit-learn's digits among them — look channels_last to
+        a convolution, which then runs in that layout (faster on the CPU) and returns channels_last activations; a
+        model that cannot take those (``.view`` of a convolution's output) raises, and then gets C-order batches
+        from that pass on."""
+        if self.__dict__.get("_c_order"):
+            x_pre = x_pre.reshape(-1).view(x_pre.shape)
+        try:
+            out = self._model(x_pre)[-1]
+        except RuntimeError:
+            c_order = x_pre.reshape(-1).view(x_pre.shape)
+            if self.__dict__.get("_c_order") or c_order.stride() == x_pre.stride():
+                raise
+            self.__dict__["_c_order"] = True
+            out = self._model(c_order)[-1]
         self.check_output_width(out.shape)
         return out
 

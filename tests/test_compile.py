@@ -239,8 +239,9 @@ def test_a_model_that_cannot_take_channels_last_compiles_in_its_own_layout():
 
 
 def test_inputs_with_channels_last_like_strides_reach_the_model_in_c_order():
-    """(N, 8, 8, 1) images moved to (N, 1, 8, 8): NumPy calls them C-contiguous, torch's convolution would see
-    channels_last strides and the model's ``.view`` would fail; the estimator hands the model C-order batches."""
+    """(N, 8, 8, 1) images moved to (N, 1, 8, 8), as scikit-learn's digits: NumPy calls them C-contiguous, torch's
+    convolution sees channels_last strides and the model's ``.view`` fails (under ART's own predict too); the
+    estimator then hands the model C-order batches."""
     torch.manual_seed(0)
     clf = make_classifier(ViewNet(channels=1), (1, 8, 8), 10)
     x = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 1)).astype(np.float32).transpose(0, 3, 1, 2)

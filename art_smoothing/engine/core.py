@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from art_smoothing.certificates.bounds import binomial_test_half
-from art_smoothing.checks import canonical_array, check_int
+from art_smoothing.checks import check_int
 from art_smoothing.engine.backends import resolve_backend
 from art_smoothing.engine.plan import CertifyPlan
 from art_smoothing.engine.result import CertificationResult
@@ -118,7 +118,7 @@ class SmoothingEngine:
             )
         if not np.all(np.isfinite(x)):
             raise ValueError("x contains NaN or inf: smoothing needs finite inputs.")
-        return canonical_array(x.astype(np.float32, copy=False))
+        return x.astype(np.float32, copy=False)
 
     def call_seed(self) -> int:
         """The base seed of one call: the user's ``seed``, or fresh OS entropy when there is none."""
