@@ -24,6 +24,7 @@ from art_smoothing.cli.options import (
     DEFAULT_NOISE,
     DEFAULT_NOISE_CONTEXT,
     NOISE_PARAM_PREFIX,
+    parse_radii,
 )
 from art_smoothing.cli.report import describe_noise, say
 from art_smoothing.cli.runs import Run
@@ -162,19 +163,6 @@ def _parse_clip(text: str, data) -> tuple[float, float] | None:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise CLIError(f"--clip-values {text!r}: need finite LO < HI.")
     return lo, hi
-
-
-def parse_radii(text: str | None) -> list[float] | None:
-    """``--radii 0,0.25,0.5`` as sorted distinct finite radii >= 0 (None when not given)."""
-    if text is None:
-        return None
-    try:
-        radii = sorted({float(v) for v in str(text).replace(" ", ",").split(",") if v})
-    except ValueError:
-        raise CLIError(f"--radii {text!r}: write comma-separated numbers, e.g. 0,0.25,0.5.") from None
-    if not radii or any(r < 0 or not math.isfinite(r) for r in radii):
-        raise CLIError(f"--radii {text!r}: radii must be finite and >= 0.")
-    return radii
 
 
 def assignments(items, what: str) -> dict[str, str]:

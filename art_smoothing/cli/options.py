@@ -8,14 +8,17 @@ every registered noise becomes an option (``--scale``, ``--sigma``, ...), stored
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import click
 
 from art_smoothing import registry
+from art_smoothing.cli.errors import CLIError
 from art_smoothing.distributed import DEFAULT_LOCAL_CHUNK_SIZE, DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE
 
 __all__ = [
+    "parse_radii",
     "CONTEXT_PARAMS",
     "DEFAULT_COMPARE",
     "DEFAULT_NOISE",
@@ -225,3 +228,16 @@ def attack_options() -> list[Callable]:
         click.option("--attack-param", "attack_param", multiple=True, metavar="KEY=VALUE",
                      help="Any other SmoothedPGD parameter (repeatable), e.g. reuse_noise=true."),
     ]
+
+
+def parse_radii(text: str | None) -> list[float] | None:
+    """``--radii 0,0.25,0.5`` as sorted distinct finite radii >= 0 (None when not given)."""
+    if text is None:
+        return None
+    try:
+        radii = sorted({float(v) for v in str(text).replace(" ", ",").split(",") if v})
+    except ValueError:
+        raise CLIError(f"--radii {text!r}: write comma-separated numbers, e.g. 0,0.25,0.5.") from None
+    if not radii or any(r < 0 or not math.isfinite(r) for r in radii):
+        raise CLIError(f"--radii {text!r}: radii must be finite and >= 0.")
+    return radii

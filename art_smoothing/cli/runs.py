@@ -39,6 +39,7 @@ import numpy as np
 
 from art_smoothing.cli.errors import CLIError, RunStopped
 from art_smoothing.cli.lock import LOCK_NAME, FolderLock
+from art_smoothing.cli.options import parse_radii
 from art_smoothing.distributed import DifferentRunError
 from art_smoothing.storage import atomic_write, atomic_write_text
 
@@ -63,11 +64,10 @@ REPLACED_DIR = ".replaced"
 
 
 def _same_radii(a, b) -> bool:
-    """Whether two ``--radii`` texts name the same set of numbers (False when either does not parse)."""
+    """Whether two ``--radii`` texts name the same grid (False when either is missing or does not parse)."""
     try:
-        return {float(v) for v in str(a).replace(" ", ",").split(",") if v} == {
-            float(v) for v in str(b).replace(" ", ",").split(",") if v} and (a is None) == (b is None)
-    except ValueError:
+        return a is not None and b is not None and parse_radii(a) == parse_radii(b)
+    except CLIError:
         return False
 
 

@@ -8,11 +8,16 @@ Importing this package registers ``backend="ray"`` with the engine (:mod:`art_sm
 
 from art_smoothing.distributed.backend import RayBackend
 from art_smoothing.distributed.chunked import ChunkedBackend
-from art_smoothing.distributed.local import DEFAULT_LOCAL_CHUNK_SIZE, DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE, LocalBackend
+from art_smoothing.distributed.local import (
+    DEFAULT_LOCAL_CHUNK_SIZE,
+    DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE,
+    LocalBackend,
+)
 from art_smoothing.distributed.store import DifferentRunError
 from art_smoothing.engine.backends import register_backend, resolve_backend
 
 register_backend("ray", RayBackend)
 
-__all__ = ["DEFAULT_LOCAL_CHUNK_SIZE", "DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE", "ChunkedBackend", "DifferentRunError", "LocalBackend", "RayBackend",
+__all__ = ["DEFAULT_LOCAL_CHUNK_SIZE", "DEFAULT_LOCAL_EVALUATE_CHUNK_SIZE", "ChunkedBackend", "DifferentRunError",
+           "LocalBackend", "RayBackend",
            "resolve_backend"]

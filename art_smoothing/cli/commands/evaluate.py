@@ -61,7 +61,8 @@ def evaluate_command(ctx, **_):
     backend = build.make_backend(params, run)  # chunks of inputs: certify AND attack, here or on Ray workers
     attack = _attack_params(params)
     classifier, info = build.get_classifier(params, data, noise, device, run)
-    smoothed = run.track_estimator(build.make_smoothed(classifier, noise, params, eot_samples=params["eot_samples"]))
+    smoothed = run.track_estimator(build.make_smoothed(classifier, noise, params,
+                                                       eot_samples=params["eot_samples"]))
     report.say(params, f"certifying and attacking {len(x)} inputs on {device} (n={params['n']}; PGD "
                        f"{params['attack_steps']} steps x {params['eot_samples']} draws, "
                        f"{params['search_steps']} search rounds)")
